@@ -1,0 +1,112 @@
+using System.Numerics;
+using System.Security.Cryptography;
+using System.Text;
+using Rempart.Tpm.Marshal;
+using Rempart.Tpm.Structures;
+
+namespace Rempart.Tpm.Crypto;
+
+/// <summary>
+/// Sending a secret seed to a TPM key, as StartAuthSession salts, MakeCredential and
+/// duplication do (Part 1, §11.4.9 "Secret Sharing"; Annex B.10.3 for RSA, Annex C.6 for ECC).
+/// </summary>
+public static class SecretSharing
+{
+    /// <summary>
+    /// Produces a fresh seed of <paramref name="seedBytes"/> (the key's nameAlg digest size
+    /// for credentials and duplication) and its encryption to <paramref name="key"/>:
+    /// RSA-OAEP with the key's nameAlg and the label with a terminating zero, or an
+    /// ephemeral ECDH whose x-coordinate Z goes through KDFe(nameAlg, Z, label, ephemeral.x, key.x).
+    /// </summary>
+    public static (byte[] Seed, byte[] EncryptedSeed) Encrypt(TpmtPublic key, string label, int seedBytes)
+    {
+        if (key.Type == TpmAlgId.Rsa)
+        {
+            var seed = RandomNumberGenerator.GetBytes(seedBytes);
+            return (seed, RsaOaepEncrypt(key, seed, label));
+        }
+        if (key.Type == TpmAlgId.Ecc)
+        {
+            var p = (TpmsEccParms)key.Parameters;
+            var q = (TpmsEccPoint)key.Unique;
+            int size = KeyConversion.CoordinateSize(p.CurveId);
+            using var peer = KeyConversion.ToEcdh(key);
+            using var eph = ECDiffieHellman.Create(KeyConversion.Curve(p.CurveId));
+            var ephParams = eph.ExportParameters(false);
+            var z = eph.DeriveRawSecretAgreement(peer.PublicKey);
+            try
+            {
+                var seed = Kdf.KdfE(key.NameAlg, z, label, ephParams.Q.X!, KeyConversion.Pad(q.X, size), TpmHash.DigestSize(key.NameAlg) * 8);
+                var w = new TpmWriter();
+                w.WriteSized(ephParams.Q.X!).WriteSized(ephParams.Q.Y!);
+                return (seed, w.ToArray());
+            }
+            finally
+            {
+                CryptographicOperations.ZeroMemory(z);
+            }
+        }
+        throw new ArgumentException($"cannot share a secret with a {key.Type} key");
+    }
+
+    /// <summary>
+    /// RSAES-OAEP (RFC 8017 §7.1.1) with a label: .NET's RSA does not take OAEP labels, so
+    /// EME-OAEP encoding is done here and the public-key operation with BigInteger. Only the
+    /// public exponent is used; no private key material is involved.
+    /// </summary>
+    public static byte[] RsaOaepEncrypt(TpmtPublic key, ReadOnlySpan<byte> message, string label)
+    {
+        var n = ((TpmBufferId)key.Unique).Buffer;
+        var hashAlg = key.NameAlg;
+        int k = n.Length;
+        int hLen = TpmHash.DigestSize(hashAlg);
+        if (message.Length > k - (2 * hLen) - 2)
+        {
+            throw new ArgumentException("message too long for RSA-OAEP with this key");
+        }
+        byte[] labelBytes = [.. Encoding.ASCII.GetBytes(label), 0];
+        var lHash = TpmHash.Hash(hashAlg, labelBytes);
+        var db = new byte[k - hLen - 1];
+        lHash.CopyTo(db, 0);
+        db[db.Length - message.Length - 1] = 0x01;
+        message.CopyTo(db.AsSpan(db.Length - message.Length));
+        var seed = RandomNumberGenerator.GetBytes(hLen);
+        var dbMask = Mgf1(hashAlg, seed, db.Length);
+        for (int i = 0; i < db.Length; i++)
+        {
+            db[i] ^= dbMask[i];
+        }
+        var seedMask = Mgf1(hashAlg, db, hLen);
+        for (int i = 0; i < hLen; i++)
+        {
+            seed[i] ^= seedMask[i];
+        }
+        var em = new byte[k];
+        seed.CopyTo(em, 1);
+        db.CopyTo(em, 1 + hLen);
+        var m = new BigInteger(em, isUnsigned: true, isBigEndian: true);
+        var modulus = new BigInteger(n, isUnsigned: true, isBigEndian: true);
+        var c = BigInteger.ModPow(m, ((TpmsRsaParms)key.Parameters).EffectiveExponent, modulus);
+        CryptographicOperations.ZeroMemory(em);
+        CryptographicOperations.ZeroMemory(db);
+        var cBytes = c.ToByteArray(isUnsigned: true, isBigEndian: true);
+        return KeyConversion.Pad(cBytes, k);
+    }
+
+    private static byte[] Mgf1(TpmAlgId hash, ReadOnlySpan<byte> seed, int length)
+    {
+        var output = new byte[length];
+        var block = new byte[seed.Length + 4];
+        seed.CopyTo(block);
+        int done = 0;
+        for (uint counter = 0; done < length; counter++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(block.AsSpan(seed.Length), counter);
+            var h = TpmHash.Hash(hash, block);
+            int n = Math.Min(h.Length, length - done);
+            h.AsSpan(0, n).CopyTo(output.AsSpan(done));
+            done += n;
+        }
+        return output;
+    }
+}
