@@ -144,7 +144,7 @@ public sealed partial class TpmClient : IDisposable
             byte[] response;
             try
             {
-                response = _transport.Transmit(command);
+                response = TransmitWithRetry(command);
             }
             finally
             {
@@ -158,6 +158,29 @@ public sealed partial class TpmClient : IDisposable
             {
                 s.Attributes = a;
             }
+        }
+    }
+
+    /// <summary>
+    /// Sends a command, sending it again while the TPM answers TPM_RC_RETRY, TPM_RC_YIELDED or
+    /// TPM_RC_TESTING (Part 2, §6.6.3: the command was not executed, so the same bytes, nonces
+    /// included, are still valid). Gives up after a bounded number of tries.
+    /// </summary>
+    private byte[] TransmitWithRetry(byte[] command)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var response = _transport.Transmit(command);
+            if (response.Length < 10 || attempt >= 20)
+            {
+                return response;
+            }
+            uint rc = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(response.AsSpan(6));
+            if (rc is not (TpmRc.Retry or TpmRc.Yielded or TpmRc.Testing))
+            {
+                return response;
+            }
+            Thread.Sleep(Math.Min(10 * (attempt + 1), 200));
         }
     }
 
