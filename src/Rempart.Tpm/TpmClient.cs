@@ -104,6 +104,10 @@ public sealed partial class TpmClient : IDisposable
 
         try
         {
+            foreach (var (session, _) in sessions)
+            {
+                session.BeginCommand();
+            }
             var cpBuffer = (byte[])parameters.Clone();
             if (decIdx >= 0)
             {

@@ -16,27 +16,13 @@ public static class Kdf
     public static byte[] KdfA(TpmAlgId hash, ReadOnlySpan<byte> key, string label, ReadOnlySpan<byte> contextU, ReadOnlySpan<byte> contextV, int bits)
     {
         var labelBytes = LabelBytes(label);
-        int bytes = (bits + 7) / 8;
-        var output = new byte[bytes];
-        var block = new byte[4 + labelBytes.Length + contextU.Length + contextV.Length + 4];
-        labelBytes.CopyTo(block.AsSpan(4));
-        contextU.CopyTo(block.AsSpan(4 + labelBytes.Length));
-        contextV.CopyTo(block.AsSpan(4 + labelBytes.Length + contextU.Length));
-        BinaryPrimitives.WriteUInt32BigEndian(block.AsSpan(block.Length - 4), (uint)bits);
-        int produced = 0;
-        for (uint i = 1; produced < bytes; i++)
-        {
-            BinaryPrimitives.WriteUInt32BigEndian(block, i);
-            var h = TpmHash.Hmac(hash, key, block);
-            int n = Math.Min(h.Length, bytes - produced);
-            h.AsSpan(0, n).CopyTo(output.AsSpan(produced));
-            CryptographicOperations.ZeroMemory(h);
-            produced += n;
-        }
-        if (bits % 8 != 0)
-        {
-            output[0] &= (byte)((1 << (bits % 8)) - 1);
-        }
+        var fixedInput = new byte[labelBytes.Length + contextU.Length + contextV.Length + 4];
+        labelBytes.CopyTo(fixedInput, 0);
+        contextU.CopyTo(fixedInput.AsSpan(labelBytes.Length));
+        contextV.CopyTo(fixedInput.AsSpan(labelBytes.Length + contextU.Length));
+        BinaryPrimitives.WriteUInt32BigEndian(fixedInput.AsSpan(fixedInput.Length - 4), (uint)bits);
+        var output = CounterModeHmac(hash, key, fixedInput, bits);
+        MaskLeadingBits(output, bits);
         return output;
     }
 
@@ -47,13 +33,51 @@ public static class Kdf
     public static byte[] KdfE(TpmAlgId hash, ReadOnlySpan<byte> z, string label, ReadOnlySpan<byte> partyU, ReadOnlySpan<byte> partyV, int bits)
     {
         var labelBytes = LabelBytes(label);
+        var otherInfo = new byte[labelBytes.Length + partyU.Length + partyV.Length];
+        labelBytes.CopyTo(otherInfo, 0);
+        partyU.CopyTo(otherInfo.AsSpan(labelBytes.Length));
+        partyV.CopyTo(otherInfo.AsSpan(labelBytes.Length + partyU.Length));
+        var output = ConcatKdf(hash, z, otherInfo, bits);
+        MaskLeadingBits(output, bits);
+        return output;
+    }
+
+    /// <summary>
+    /// SP 800-108 KDF in counter mode with an HMAC PRF, the counter a 32-bit big-endian
+    /// prefix of opaque fixed input: block i is HMAC(key, [i]32 || fixedInput). Returns
+    /// ceil(bits / 8) whole octets; KDFa's masking of a partial first octet is the caller's.
+    /// </summary>
+    internal static byte[] CounterModeHmac(TpmAlgId hash, ReadOnlySpan<byte> key, ReadOnlySpan<byte> fixedInput, int bits)
+    {
         int bytes = (bits + 7) / 8;
         var output = new byte[bytes];
-        var block = new byte[4 + z.Length + labelBytes.Length + partyU.Length + partyV.Length];
+        var block = new byte[4 + fixedInput.Length];
+        fixedInput.CopyTo(block.AsSpan(4));
+        int produced = 0;
+        for (uint i = 1; produced < bytes; i++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(block, i);
+            var h = TpmHash.Hmac(hash, key, block);
+            int n = Math.Min(h.Length, bytes - produced);
+            h.AsSpan(0, n).CopyTo(output.AsSpan(produced));
+            CryptographicOperations.ZeroMemory(h);
+            produced += n;
+        }
+        return output;
+    }
+
+    /// <summary>
+    /// SP 800-56A (§5.8.1) one-step concatenation KDF with a hash: block i is
+    /// H([i]32 || Z || otherInfo). Returns ceil(bits / 8) whole octets; KDFe's masking of a
+    /// partial first octet is the caller's.
+    /// </summary>
+    internal static byte[] ConcatKdf(TpmAlgId hash, ReadOnlySpan<byte> z, ReadOnlySpan<byte> otherInfo, int bits)
+    {
+        int bytes = (bits + 7) / 8;
+        var output = new byte[bytes];
+        var block = new byte[4 + z.Length + otherInfo.Length];
         z.CopyTo(block.AsSpan(4));
-        labelBytes.CopyTo(block.AsSpan(4 + z.Length));
-        partyU.CopyTo(block.AsSpan(4 + z.Length + labelBytes.Length));
-        partyV.CopyTo(block.AsSpan(4 + z.Length + labelBytes.Length + partyU.Length));
+        otherInfo.CopyTo(block.AsSpan(4 + z.Length));
         int produced = 0;
         for (uint i = 1; produced < bytes; i++)
         {
@@ -65,11 +89,16 @@ public static class Kdf
             produced += n;
         }
         CryptographicOperations.ZeroMemory(block);
+        return output;
+    }
+
+    /// <summary>When bits is not a multiple of 8, the TPM clears the unused top bits of the first octet (Part 1, §11.4.10.2).</summary>
+    private static void MaskLeadingBits(byte[] output, int bits)
+    {
         if (bits % 8 != 0)
         {
             output[0] &= (byte)((1 << (bits % 8)) - 1);
         }
-        return output;
     }
 
     /// <summary>A label with its terminating zero octet (Part 1, §11.4.10.4), unless it already ends in one.</summary>

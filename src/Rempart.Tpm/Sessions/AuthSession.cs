@@ -58,13 +58,14 @@ public sealed class AuthSession : TpmSession
 
     private byte[] HmacKey(byte[] entityAuth) => UsesAuthValue ? [.. _sessionKey, .. entityAuth] : [.. _sessionKey];
 
+    internal override void BeginCommand() => _nonceCaller = RandomNumberGenerator.GetBytes(TpmHash.DigestSize(HashAlg));
+
     internal override AuthCommand Authorize(CommandContext ctx, byte[] entityAuth, int sessionIndex)
     {
         if (Type == TpmSe.Trial)
         {
             throw new TpmSessionException("a trial session cannot authorise a command");
         }
-        _nonceCaller = RandomNumberGenerator.GetBytes(TpmHash.DigestSize(HashAlg));
         if (Type == TpmSe.Policy && SendPassword)
         {
             return new AuthCommand(Handle, _nonceCaller, Attributes, entityAuth);

@@ -15,6 +15,11 @@ public abstract class TpmSession
     /// <summary>Whether this session encrypts the first response parameter (TPMA_SESSION.encrypt).</summary>
     public virtual bool EncryptsResponse => false;
 
+    /// <summary>Starts a new command: rolls the caller nonce (before parameter encryption, which uses it).</summary>
+    internal virtual void BeginCommand()
+    {
+    }
+
     /// <summary>Encrypts the first command parameter's data in place (only when <see cref="DecryptsCommand"/>).</summary>
     internal virtual void EncryptCommandParameter(Span<byte> data, byte[] entityAuth)
     {

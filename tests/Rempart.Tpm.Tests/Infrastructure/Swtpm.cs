@@ -48,7 +48,14 @@ public sealed class Swtpm : IDisposable
 
     public Dictionary<string, string> ToolEnv => new() { ["TPM2TOOLS_TCTI"] = Tcti };
 
-    public TpmClient Client() => new(SwtpmTransport.ConnectTcp("127.0.0.1", Port));
+    /// <summary>A client on a TPM with no transient objects or sessions left by earlier clients.</summary>
+    public TpmClient Client()
+    {
+        FlushAll();
+        return RawClient();
+    }
+
+    public TpmClient RawClient() => new(SwtpmTransport.ConnectTcp("127.0.0.1", Port));
 
     /// <summary>
     /// Runs a tpm2-tools command against this TPM. There is no resource manager in front of
@@ -64,7 +71,7 @@ public sealed class Swtpm : IDisposable
     /// <summary>Flushes every transient object and loaded session.</summary>
     public void FlushAll()
     {
-        using var c = Client();
+        using var c = RawClient();
         foreach (uint first in new[] { 0x80000000u, 0x02000000u, 0x03000000u })
         {
             foreach (var h in c.GetHandles(first))
