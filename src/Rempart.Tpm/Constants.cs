@@ -307,6 +307,12 @@ public static class TpmConstants
     /// <summary>TPM_GENERATED_VALUE (Part 2, §6.2): 0xff 'T' 'C' 'G'.</summary>
     public const uint Generated = 0xFF544347;
 
+    /// <summary>
+    /// Smallest PCR selection bitmap (Part 2 §10.6.2, sizeofSelect {PCR_SELECT_MIN:}, TPM_RC_VALUE below it):
+    /// PCR_SELECT_MIN = (PLATFORM_PCR + 7) / 8 with the PC Client's 24 PCRs.
+    /// </summary>
+    public const int PcrSelectMin = 3;
+
     /// <summary>Largest PCR selection bitmap we accept (Part 2, PCR_SELECT_MAX for 24+ PCRs).</summary>
     public const int PcrSelectMax = 4;
 

@@ -10,7 +10,9 @@ public sealed partial class TpmClient
     /// <summary>TPM2_NV_ReadPublic (Part 3, §31.6). The Name is checked against the public area.</summary>
     public (TpmsNvPublic Public, byte[] Name) NvReadPublic(uint index)
     {
-        var r = Execute(TpmCc.NvReadPublic, [new TpmHandle(index)], 0, null, [], 0, out _, responseParamEncryptable: true);
+        // No parameter encryption: the public area is not secret, and the command's cpHash
+        // would need the very Name being read. A substituted Name fails every later HMAC.
+        var r = Execute(TpmCc.NvReadPublic, [new TpmHandle(index)], 0, null, [], 0, out _);
         var pub = TpmsNvPublic.ReadSized(ref r);
         var name = r.ReadSized("TPM2B_NAME", TpmsAttest.MaxNameSize);
         r.ExpectEnd("NV_ReadPublic response");

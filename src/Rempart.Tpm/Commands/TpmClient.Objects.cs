@@ -83,7 +83,9 @@ public sealed partial class TpmClient
     /// </summary>
     public (TpmtPublic Public, byte[] Name, byte[] QualifiedName) ReadPublic(uint handle)
     {
-        var r = Execute(TpmCc.ReadPublic, [new TpmHandle(handle)], 0, null, [], 0, out _, responseParamEncryptable: true);
+        // No parameter encryption: the public area is not secret, and the command's cpHash
+        // would need the very Name being read. A substituted Name fails every later HMAC.
+        var r = Execute(TpmCc.ReadPublic, [new TpmHandle(handle)], 0, null, [], 0, out _);
         var pub = TpmtPublic.ReadSized(ref r);
         var name = r.ReadSized("TPM2B_NAME name", TpmsAttest.MaxNameSize);
         var qn = r.ReadSized("TPM2B_NAME qualifiedName", TpmsAttest.MaxNameSize);

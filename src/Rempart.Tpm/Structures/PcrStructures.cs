@@ -46,9 +46,9 @@ public sealed record TpmsPcrSelection(TpmAlgId Hash, IReadOnlyList<int> Pcrs)
         var hash = (TpmAlgId)r.ReadUInt16("TPMS_PCR_SELECTION.hash");
         int at = r.Offset;
         byte size = r.ReadByte("TPMS_PCR_SELECTION.sizeofSelect");
-        if (size > TpmConstants.PcrSelectMax)
+        if (size < TpmConstants.PcrSelectMin || size > TpmConstants.PcrSelectMax)
         {
-            throw new TpmFormatException(at, $"sizeofSelect at most {TpmConstants.PcrSelectMax} (got {size})");
+            throw new TpmFormatException(at, $"sizeofSelect {TpmConstants.PcrSelectMin} to {TpmConstants.PcrSelectMax} (got {size})");
         }
         var bits = r.ReadSpan(size, "TPMS_PCR_SELECTION.pcrSelect");
         var pcrs = new List<int>();

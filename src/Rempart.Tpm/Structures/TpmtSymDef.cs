@@ -31,6 +31,7 @@ public sealed record TpmtSymDef(TpmAlgId Algorithm, ushort KeyBits, TpmAlgId Mod
 
     public static TpmtSymDef Read(ref TpmReader r)
     {
+        int at = r.Offset;
         var alg = (TpmAlgId)r.ReadUInt16("TPMT_SYM_DEF.algorithm");
         if (alg == TpmAlgId.Null)
         {
@@ -43,7 +44,7 @@ public sealed record TpmtSymDef(TpmAlgId Algorithm, ushort KeyBits, TpmAlgId Mod
         }
         if (alg is not (TpmAlgId.Aes or TpmAlgId.Sm4 or TpmAlgId.Camellia or TpmAlgId.Tdes))
         {
-            throw r.Error($"a symmetric algorithm (got 0x{(ushort)alg:x4})");
+            throw new TpmFormatException(at, $"a symmetric algorithm (got 0x{(ushort)alg:x4})");
         }
         var mode = (TpmAlgId)r.ReadUInt16("TPMT_SYM_DEF.mode");
         return new TpmtSymDef(alg, bits, mode);
@@ -81,6 +82,7 @@ public sealed record TpmtScheme(TpmAlgId Scheme, TpmAlgId HashAlg = TpmAlgId.Nul
 
     public static TpmtScheme Read(ref TpmReader r, string what)
     {
+        int at = r.Offset;
         var scheme = (TpmAlgId)r.ReadUInt16($"{what}.scheme");
         switch (scheme)
         {
@@ -96,7 +98,7 @@ public sealed record TpmtScheme(TpmAlgId Scheme, TpmAlgId HashAlg = TpmAlgId.Nul
                 or TpmAlgId.Kdf1Sp800_56A or TpmAlgId.Kdf1Sp800_108 or TpmAlgId.Kdf2 or TpmAlgId.Mgf1:
                 return new TpmtScheme(scheme, (TpmAlgId)r.ReadUInt16($"{what}.hashAlg"));
             default:
-                throw r.Error($"a known scheme in {what} (got 0x{(ushort)scheme:x4})");
+                throw new TpmFormatException(at, $"a known scheme in {what} (got 0x{(ushort)scheme:x4})");
         }
     }
 }
