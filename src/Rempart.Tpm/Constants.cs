@@ -37,6 +37,7 @@ public enum TpmAlgId : ushort
     Sha3_256 = 0x0027,
     Sha3_384 = 0x0028,
     Sha3_512 = 0x0029,
+    Cmac = 0x003F,
     Ctr = 0x0040,
     Ofb = 0x0041,
     Cbc = 0x0042,

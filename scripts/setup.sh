@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package Rempart needs, then builds. Idempotent; quiet when there is
+# nothing to do. Uses sudo when not root.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+packages=(
+  swtpm swtpm-tools tpm2-tools            # TPM emulator, its CA, the reference TPM tools
+  qemu-system-x86 qemu-utils ovmf         # VMs and UEFI firmware
+  sbsigntool mtools dosfstools            # signing and building the test guest's ESP
+  systemd-boot-efi binutils cpio          # unified kernel images, initramfs
+  openssl xxd                             # used by the demo and tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v dotnet >/dev/null || { echo "setup: the .NET 10 SDK (dotnet) is required" >&2; exit 1; }
+
+# Build everything once; quiet unless it fails.
+log="$(mktemp)"
+if ! dotnet build "$here/Rempart.slnx" -c Debug -nologo -v quiet >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "setup: build failed" >&2
+  exit 1
+fi
+rm -f "$log"
+"$here/scripts/rempart" --version >/dev/null

@@ -1,0 +1,118 @@
+using Rempart.Tpm;
+using Rempart.Tpm.Marshal;
+using Rempart.Tpm.Transport;
+
+namespace Rempart.Cli;
+
+/// <summary>
+/// <c>rempart</c>: the command-line front end. Exit codes: 0 success; 1 a verification said
+/// "invalid" (or an operation was refused); 2 usage error or unusable input; 3 the TPM or a
+/// service could not be reached or failed.
+/// </summary>
+public static class Program
+{
+    public const int Ok = 0;
+    public const int Invalid = 1;
+    public const int Usage = 2;
+    public const int Failure = 3;
+
+    private const string TopHelp = """
+        rempart — shielded VMs for KVM/QEMU
+
+        Usage: rempart <group> <verb> [options]
+
+        TPM (host TPM or swtpm):
+          tpm info    --tpm ADDR [--format text|json]       manufacturer, firmware, algorithms, PCR banks
+          tpm pcrs    --tpm ADDR [--bank B] [--format text|json]
+                                                            PCR values of every allocated bank
+          tpm ek      --tpm ADDR [--type rsa|ecc] [--format text|json|pem]
+                                                            endorsement key and its certificate
+          tpm quote   --tpm ADDR --nonce HEX --pcrs BANK:LIST[+BANK:LIST] --out DIR [--ak-type rsa|ecc]
+                                                            quote with the attestation key, in tpm2-tools formats
+
+        Verification (no TPM needed):
+          quote verify --ak FILE --msg FILE --sig FILE --nonce HEX [--pcrs FILE] [--format text|json]
+
+        TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
+        (--tpm may be omitted when REMPART_TPM is set).
+
+        Exit codes: 0 ok, 1 invalid/refused, 2 usage or unusable input, 3 TPM or service failure.
+        Run 'rempart <group> <verb> --help' for details.
+        """;
+
+    public static int Main(string[] argv)
+    {
+        Console.OutputEncoding = System.Text.Encoding.UTF8;
+        try
+        {
+            if (argv.Length == 0 || argv[0] is "--help" or "-h" or "help")
+            {
+                Console.Out.Write(TopHelp);
+                return argv.Length == 0 ? Usage : Ok;
+            }
+            if (argv[0] == "--version" || argv[0] == "version")
+            {
+                Console.Out.WriteLine("rempart " + typeof(Program).Assembly.GetName().Version);
+                return Ok;
+            }
+            string group = argv[0];
+            string verb = argv.Length > 1 ? argv[1] : "";
+            var rest = argv.Skip(2).ToArray();
+            return (group, verb) switch
+            {
+                ("tpm", "info") => TpmCommands.Info(rest),
+                ("tpm", "pcrs") => TpmCommands.Pcrs(rest),
+                ("tpm", "ek") => TpmCommands.Ek(rest),
+                ("tpm", "quote") => TpmCommands.Quote(rest),
+                ("quote", "verify") => QuoteCommands.Verify(rest),
+                _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
+            };
+        }
+        catch (UsageException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Usage;
+        }
+        catch (TpmFormatException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Usage;
+        }
+        catch (TpmException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Failure;
+        }
+        catch (TpmTransportException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Failure;
+        }
+        catch (Rempart.Tpm.Sessions.TpmSessionException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Failure;
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Usage;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return Usage;
+        }
+    }
+
+    /// <summary>Prints a command's help when --help was given.</summary>
+    internal static bool ShowHelp(Args a, string help)
+    {
+        if (!a.Help)
+        {
+            return false;
+        }
+        Console.Out.Write(help);
+        return true;
+    }
+}
