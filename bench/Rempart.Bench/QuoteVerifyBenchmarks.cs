@@ -32,6 +32,9 @@ public class QuoteVerifyBenchmarks
     private byte[] _rsaSig = [];
     private TpmtSignature _rsaTpmSig = null!;
 
+    private VerificationKey _rsaKey = null!;
+    private VerificationKey _eccKey = null!;
+
     private ECDsa _ecdsa = null!;
     private TpmtPublic _eccAk = null!;
     private byte[] _eccMessage = [];
@@ -71,6 +74,9 @@ public class QuoteVerifyBenchmarks
         }
         _eccTpmSig = TpmtSignature.EccSignature(TpmAlgId.EcDsa, TpmAlgId.Sha256, _eccSig[..32], _eccSig[32..]);
 
+        _rsaKey = new VerificationKey(_rsaAk);
+        _eccKey = new VerificationKey(_eccAk);
+
         // Never measure a failing path.
         Require(RawRsaVerify(), "raw RSA verification");
         Require(RawEcdsaVerify(), "raw ECDSA verification");
@@ -78,6 +84,8 @@ public class QuoteVerifyBenchmarks
         Require(rsaResult.Valid, $"RSA quote verification: {rsaResult}");
         var eccResult = QuoteVerifyEcc();
         Require(eccResult.Valid, $"ECC quote verification: {eccResult}");
+        Require(QuoteVerifyRsaImportedKey().Valid, "RSA quote verification with an imported key");
+        Require(QuoteVerifyEccImportedKey().Valid, "ECC quote verification with an imported key");
     }
 
     [GlobalCleanup]
@@ -85,6 +93,8 @@ public class QuoteVerifyBenchmarks
     {
         _rsa.Dispose();
         _ecdsa.Dispose();
+        _rsaKey.Dispose();
+        _eccKey.Dispose();
     }
 
     [Benchmark(Baseline = true), BenchmarkCategory(Rsa)]
@@ -93,11 +103,17 @@ public class QuoteVerifyBenchmarks
     [Benchmark, BenchmarkCategory(Rsa)]
     public VerificationResult QuoteVerifyRsa() => AttestationVerifier.VerifyQuote(_rsaAk, _rsaMessage, _rsaTpmSig, _nonce, _pcrValues);
 
+    [Benchmark, BenchmarkCategory(Rsa)]
+    public VerificationResult QuoteVerifyRsaImportedKey() => AttestationVerifier.VerifyQuote(_rsaKey, _rsaMessage, _rsaTpmSig, _nonce, _pcrValues);
+
     [Benchmark(Baseline = true), BenchmarkCategory(Ecc)]
     public bool RawEcdsaVerify() => _ecdsa.VerifyData(_eccMessage, _eccSig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
 
     [Benchmark, BenchmarkCategory(Ecc)]
     public VerificationResult QuoteVerifyEcc() => AttestationVerifier.VerifyQuote(_eccAk, _eccMessage, _eccTpmSig, _nonce, _pcrValues);
+
+    [Benchmark, BenchmarkCategory(Ecc)]
+    public VerificationResult QuoteVerifyEccImportedKey() => AttestationVerifier.VerifyQuote(_eccKey, _eccMessage, _eccTpmSig, _nonce, _pcrValues);
 
     private byte[] MakeQuote(TpmtPublic ak)
     {

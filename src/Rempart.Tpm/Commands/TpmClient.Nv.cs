@@ -13,7 +13,12 @@ public sealed partial class TpmClient
         // No parameter encryption: the public area is not secret, and the command's cpHash
         // would need the very Name being read. A substituted Name fails every later HMAC.
         var r = Execute(TpmCc.NvReadPublic, [new TpmHandle(index)], 0, null, [], 0, out _);
+        int nameAlgAt = r.Offset + 6; // TPM2B_NV_PUBLIC.size, nvIndex, nameAlg
         var pub = TpmsNvPublic.ReadSized(ref r);
+        if (!TpmHash.Computable(pub.NameAlg))
+        {
+            throw new TpmFormatException(nameAlgAt, $"a nameAlg whose Name can be checked (got 0x{(ushort)pub.NameAlg:x4})");
+        }
         var name = r.ReadSized("TPM2B_NAME", TpmsAttest.MaxNameSize);
         r.ExpectEnd("NV_ReadPublic response");
         if (!name.AsSpan().SequenceEqual(pub.Name()) || pub.NvIndex != index)

@@ -86,7 +86,12 @@ public sealed partial class TpmClient
         // No parameter encryption: the public area is not secret, and the command's cpHash
         // would need the very Name being read. A substituted Name fails every later HMAC.
         var r = Execute(TpmCc.ReadPublic, [new TpmHandle(handle)], 0, null, [], 0, out _);
+        int nameAlgAt = r.Offset + 4; // TPM2B_PUBLIC.size, TPMT_PUBLIC.type, nameAlg
         var pub = TpmtPublic.ReadSized(ref r);
+        if (!TpmHash.Computable(pub.NameAlg))
+        {
+            throw new TpmFormatException(nameAlgAt, $"a nameAlg whose Name can be checked (got 0x{(ushort)pub.NameAlg:x4})");
+        }
         var name = r.ReadSized("TPM2B_NAME name", TpmsAttest.MaxNameSize);
         var qn = r.ReadSized("TPM2B_NAME qualifiedName", TpmsAttest.MaxNameSize);
         r.ExpectEnd("ReadPublic response");

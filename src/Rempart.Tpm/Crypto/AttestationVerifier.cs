@@ -31,11 +31,30 @@ public static class AttestationVerifier
     public static VerificationResult VerifyQuote(TpmtPublic ak, ReadOnlySpan<byte> message, TpmtSignature signature, ReadOnlySpan<byte> nonce,
         Func<TpmAlgId, int, byte[]?>? pcrValues = null)
     {
+        VerificationKey key;
+        try
+        {
+            key = new VerificationKey(ak);
+        }
+        catch (Exception e) when (e is CryptographicException or ArgumentException or NotSupportedException or InvalidCastException)
+        {
+            return new VerificationResult([new("quote.key", "the AK public area is unusable: " + e.Message)], null);
+        }
+        using (key)
+        {
+            return VerifyQuote(key, message, signature, nonce, pcrValues);
+        }
+    }
+
+    /// <summary>As the overload taking a TPMT_PUBLIC, with the AK imported once by the caller.</summary>
+    public static VerificationResult VerifyQuote(VerificationKey ak, ReadOnlySpan<byte> message, TpmtSignature signature, ReadOnlySpan<byte> nonce,
+        Func<TpmAlgId, int, byte[]?>? pcrValues = null)
+    {
         var failures = new List<VerificationFailure>();
         var attest = CheckCommon(ak, message, signature, nonce, TpmSt.AttestQuote, "quote", failures);
         if (attest?.Attested is TpmsQuoteInfo q && pcrValues is not null)
         {
-            var hashAlg = signature.Hash != TpmAlgId.Null ? signature.Hash : ak.NameAlg;
+            var hashAlg = signature.Hash != TpmAlgId.Null ? signature.Hash : ak.Public.NameAlg;
             try
             {
                 var expected = PcrComposite.Digest(hashAlg, q.PcrSelect, pcrValues);
@@ -58,6 +77,24 @@ public static class AttestationVerifier
     /// </summary>
     public static VerificationResult VerifyCertify(TpmtPublic ak, ReadOnlySpan<byte> message, TpmtSignature signature, ReadOnlySpan<byte> nonce, TpmtPublic certified)
     {
+        VerificationKey key;
+        try
+        {
+            key = new VerificationKey(ak);
+        }
+        catch (Exception e) when (e is CryptographicException or ArgumentException or NotSupportedException or InvalidCastException)
+        {
+            return new VerificationResult([new("certify.key", "the AK public area is unusable: " + e.Message)], null);
+        }
+        using (key)
+        {
+            return VerifyCertify(key, message, signature, nonce, certified);
+        }
+    }
+
+    /// <summary>As the overload taking a TPMT_PUBLIC, with the AK imported once by the caller.</summary>
+    public static VerificationResult VerifyCertify(VerificationKey ak, ReadOnlySpan<byte> message, TpmtSignature signature, ReadOnlySpan<byte> nonce, TpmtPublic certified)
+    {
         var failures = new List<VerificationFailure>();
         var attest = CheckCommon(ak, message, signature, nonce, TpmSt.AttestCertify, "certify", failures);
         if (attest?.Attested is TpmsCertifyInfo c)
@@ -71,10 +108,10 @@ public static class AttestationVerifier
         return new VerificationResult(failures, attest);
     }
 
-    private static TpmsAttest? CheckCommon(TpmtPublic ak, ReadOnlySpan<byte> message, TpmtSignature signature, ReadOnlySpan<byte> nonce,
+    private static TpmsAttest? CheckCommon(VerificationKey ak, ReadOnlySpan<byte> message, TpmtSignature signature, ReadOnlySpan<byte> nonce,
         TpmSt type, string prefix, List<VerificationFailure> failures)
     {
-        if (!ak.Has(TpmaObject.Sign))
+        if (!ak.Public.Has(TpmaObject.Sign))
         {
             failures.Add(new($"{prefix}.key", "the key is not a signing key"));
         }

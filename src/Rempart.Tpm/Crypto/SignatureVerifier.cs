@@ -13,6 +13,26 @@ public static class SignatureVerifier
     /// </summary>
     public static bool Verify(TpmtPublic key, ReadOnlySpan<byte> message, TpmtSignature sig, out string reason)
     {
+        VerificationKey vk;
+        try
+        {
+            vk = new VerificationKey(key);
+        }
+        catch (Exception e) when (e is CryptographicException or ArgumentException or NotSupportedException or InvalidCastException)
+        {
+            reason = "key unusable: " + e.Message;
+            return false;
+        }
+        using (vk)
+        {
+            return Verify(vk, message, sig, out reason);
+        }
+    }
+
+    /// <summary>As <see cref="Verify(TpmtPublic, ReadOnlySpan{byte}, TpmtSignature, out string)"/> with a key imported once.</summary>
+    public static bool Verify(VerificationKey vk, ReadOnlySpan<byte> message, TpmtSignature sig, out string reason)
+    {
+        var key = vk.Public;
         var keyScheme = key.Parameters switch
         {
             TpmsRsaParms r => r.Scheme,
@@ -39,28 +59,20 @@ public static class SignatureVerifier
         {
             switch (sig.SigAlg)
             {
-                case TpmAlgId.RsaSsa when key.Type == TpmAlgId.Rsa:
-                {
-                    using var rsa = KeyConversion.ToRsa(key);
+                case TpmAlgId.RsaSsa when vk.Rsa is { } rsa:
                     reason = "RSASSA signature does not verify";
                     return rsa.VerifyData(message, sig.Rsa, hash, RSASignaturePadding.Pkcs1);
-                }
-                case TpmAlgId.RsaPss when key.Type == TpmAlgId.Rsa:
-                {
-                    using var rsa = KeyConversion.ToRsa(key);
+                case TpmAlgId.RsaPss when vk.Rsa is { } rsa:
                     reason = "RSAPSS signature does not verify";
                     return rsa.VerifyData(message, sig.Rsa, hash, RSASignaturePadding.Pss);
-                }
-                case TpmAlgId.EcDsa when key.Type == TpmAlgId.Ecc:
+                case TpmAlgId.EcDsa when vk.Ecdsa is { } ec:
                 {
-                    var curve = ((TpmsEccParms)key.Parameters).CurveId;
-                    int size = KeyConversion.CoordinateSize(curve);
+                    int size = vk.CoordinateSize;
                     if (sig.R.Length > size || sig.S.Length > size)
                     {
                         reason = "ECDSA signature values are larger than the curve";
                         return false;
                     }
-                    using var ec = KeyConversion.ToEcdsa(key);
                     byte[] rs = [.. KeyConversion.Pad(sig.R, size), .. KeyConversion.Pad(sig.S, size)];
                     reason = "ECDSA signature does not verify";
                     return ec.VerifyData(message, rs, hash, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);

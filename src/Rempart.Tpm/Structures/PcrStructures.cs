@@ -27,8 +27,17 @@ public sealed record TpmtHa(TpmAlgId HashAlg, byte[] Digest)
 /// <summary>TPMS_PCR_SELECTION (Part 2, §10.6.2): a bank and a bitmap of PCR indexes.</summary>
 public sealed record TpmsPcrSelection(TpmAlgId Hash, IReadOnlyList<int> Pcrs)
 {
-    /// <summary>Bitmap size: 3 bytes cover PCRs 0–23, which PC Client TPMs have.</summary>
-    public int SizeOfSelect => Math.Max(3, Pcrs.Count == 0 ? 3 : (Pcrs.Max() / 8) + 1);
+    private readonly int _sizeOfSelect;
+
+    /// <summary>
+    /// Bitmap size: 3 bytes cover PCRs 0–23, which PC Client TPMs have, or more for a higher
+    /// PCR. A parsed selection keeps the size it was read with, so it writes back the same bytes.
+    /// </summary>
+    public int SizeOfSelect
+    {
+        get => Math.Max(_sizeOfSelect, Math.Max(3, Pcrs.Count == 0 ? 3 : (Pcrs.Max() / 8) + 1));
+        init => _sizeOfSelect = value;
+    }
 
     public void Write(TpmWriter w)
     {
@@ -59,7 +68,7 @@ public sealed record TpmsPcrSelection(TpmAlgId Hash, IReadOnlyList<int> Pcrs)
                 pcrs.Add(i);
             }
         }
-        return new TpmsPcrSelection(hash, pcrs);
+        return new TpmsPcrSelection(hash, pcrs) { SizeOfSelect = size };
     }
 }
 
