@@ -11,13 +11,18 @@ results="$here/artifacts/test-results"
 rm -rf "$results"
 mkdir -p "$results"
 
-dotnet test Rempart.slnx -c Debug --no-build -nologo \
-  --logger "trx" --logger "console;verbosity=minimal" \
-  --results-directory "$results"
-status=$?
+# One run per test project, each with its own results folder, so no TRX file can overwrite
+# another's (their names only carry a timestamp to the second).
+status=0
+for proj in tests/*/*.Tests.csproj; do
+  name="$(basename "$proj" .csproj)"
+  dotnet test "$proj" -c Debug --no-build -nologo \
+    --logger "trx" --logger "console;verbosity=minimal" \
+    --results-directory "$results/$name" || status=1
+done
 
 passed=0; failed=0; skipped=0; files=0
-for trx in "$results"/*.trx; do
+for trx in "$results"/*/*.trx; do
   [[ -f "$trx" ]] || continue
   files=$((files + 1))
   counters="$(grep -o '<Counters [^>]*>' "$trx" | head -1)"
