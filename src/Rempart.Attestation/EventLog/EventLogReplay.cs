@@ -1,0 +1,160 @@
+using System.Security.Cryptography;
+using System.Text;
+using Rempart.Tpm;
+
+namespace Rempart.Attestation.EventLog;
+
+/// <summary>Something about one event that a reader of the replay must know; <see cref="Id"/> is stable.</summary>
+public sealed record ReplayNote(int EventNumber, string Id, string Message);
+
+/// <summary>The PCR values a log produces, bank → PCR → value (only PCRs the log extends), and notes.</summary>
+public sealed record ReplayResult(
+    IReadOnlyDictionary<TpmAlgId, IReadOnlyDictionary<int, byte[]>> Banks,
+    IReadOnlyList<ReplayNote> Notes,
+    byte StartupLocality,
+    bool HcrtmStart);
+
+/// <summary>
+/// Replays an event log into PCR values (PFP §10.3 and the TPM's PCR_Extend: new = H(old ‖ digest)).
+/// Rules, from PFP v1.05 and the reference values in the fixtures:
+/// <list type="bullet">
+/// <item>EV_NO_ACTION is never extended (§10.4.1, Table 9).</item>
+/// <item>A StartupLocality EV_NO_ACTION in PCR 0 ("StartupLocality\0" then one byte, §10.4.5.3) sets PCR 0's initial value to 00…0N.</item>
+/// <item>An EV_EFI_HCRTM_EVENT means an H-CRTM started PCR 0 at locality 4 (§10.4.5.3; TPM Part 1 §34.3); its digest is extended.</item>
+/// <item>Events for PCR 0xFFFFFFFF (and any index above 23) are kept and noted, not extended.</item>
+/// <item>An event lacking a digest for a declared bank is noted, and that bank's PCR is marked unreplayable.</item>
+/// </list>
+/// Hashing reuses one <see cref="IncrementalHash"/> per bank: this is a hot path.
+/// </summary>
+public static class EventLogReplay
+{
+    public const int PcrCount = 24;
+
+    private static readonly byte[] StartupLocalitySignature = Encoding.ASCII.GetBytes("StartupLocality\0");
+
+    /// <summary>Replays with the standard rules, or with a quirk changing them (see <see cref="FirmwareQuirks"/>).</summary>
+    public static ReplayResult Replay(ParsedEventLog log, FirmwareQuirk? quirk = null)
+    {
+        var banks = log.Banks.Where(TpmHash.Computable).ToList();
+        var notes = new List<ReplayNote>();
+        foreach (var b in log.Banks.Where(b => !TpmHash.Computable(b)))
+        {
+            notes.Add(new ReplayNote(0, "eventlog.bank.unsupported", $"bank {TpmHash.ToName(b)} is declared but cannot be replayed here"));
+        }
+
+        byte locality = 0;
+        bool hcrtm = false;
+        foreach (var e in log.Events)
+        {
+            if (e.UntrustedType == TcgEventType.NoAction && e.Pcr == 0 && IsStartupLocality(e.Data.Span))
+            {
+                locality = e.Data.Span[StartupLocalitySignature.Length];
+            }
+            if (e.UntrustedType == TcgEventType.EfiHcrtmEvent)
+            {
+                hcrtm = true;
+            }
+        }
+        if (hcrtm)
+        {
+            locality = 4;
+        }
+        if (quirk?.Pcr0InitialLocality is { } forced)
+        {
+            locality = forced;
+        }
+
+        var state = new Dictionary<TpmAlgId, byte[]?[]>();
+        var hashers = new Dictionary<TpmAlgId, IncrementalHash>();
+        try
+        {
+            foreach (var b in banks)
+            {
+                state[b] = new byte[PcrCount][];
+                hashers[b] = IncrementalHash.CreateHash(TpmHash.Name(b));
+            }
+            var broken = new HashSet<(TpmAlgId, int)>();
+            foreach (var e in log.Events)
+            {
+                bool isHeader = log.Format == EventLogFormat.CryptoAgile && e.Number == 0;
+                if (isHeader)
+                {
+                    continue;
+                }
+                if (e.UntrustedType == TcgEventType.NoAction && !(quirk?.ExtendNoAction ?? false))
+                {
+                    continue;
+                }
+                if (e.Pcr >= PcrCount)
+                {
+                    notes.Add(new ReplayNote(e.Number, "eventlog.event.pcr-out-of-range",
+                        $"event {e.Number} ({TcgEventTypeNames.Name(e.UntrustedType)}) is for PCR 0x{e.Pcr:x8}: kept, not extended"));
+                    continue;
+                }
+                int pcr = (int)e.Pcr;
+                if (e.Digests.Count < log.Banks.Count)
+                {
+                    notes.Add(new ReplayNote(e.Number, "eventlog.event.missing-bank",
+                        $"event {e.Number} carries {e.Digests.Count} digests, the log declares {log.Banks.Count} banks"));
+                }
+                foreach (var b in banks)
+                {
+                    var digest = e.DigestFor(b);
+                    if (digest is null)
+                    {
+                        broken.Add((b, pcr));
+                        continue;
+                    }
+                    var current = state[b][pcr] ??= Initial(b, pcr, locality);
+                    var h = hashers[b];
+                    h.AppendData(current);
+                    h.AppendData(digest.Value.Span);
+                    h.GetHashAndReset(current);
+                }
+            }
+            foreach (var (b, pcr) in broken)
+            {
+                notes.Add(new ReplayNote(0, "eventlog.replay.unreplayable", $"PCR {TpmHash.ToName(b)}:{pcr} has events without a {TpmHash.ToName(b)} digest"));
+            }
+            var result = new Dictionary<TpmAlgId, IReadOnlyDictionary<int, byte[]>>();
+            foreach (var b in banks)
+            {
+                var map = new SortedDictionary<int, byte[]>();
+                for (int i = 0; i < PcrCount; i++)
+                {
+                    if (state[b][i] is { } v && !broken.Contains((b, i)))
+                    {
+                        map[i] = v;
+                    }
+                }
+                result[b] = map;
+            }
+            return new ReplayResult(result, notes, locality, hcrtm);
+        }
+        finally
+        {
+            foreach (var h in hashers.Values)
+            {
+                h.Dispose();
+            }
+        }
+    }
+
+    /// <summary>A PCR's value after TPM2_Startup(CLEAR): zeros, PCR 0 ending in the locality, PCRs 17–22 all ones (PC Client PTP).</summary>
+    public static byte[] Initial(TpmAlgId bank, int pcr, byte locality = 0)
+    {
+        var v = new byte[TpmHash.DigestSize(bank)];
+        if (pcr is >= 17 and <= 22)
+        {
+            v.AsSpan().Fill(0xFF);
+        }
+        else if (pcr == 0)
+        {
+            v[^1] = locality;
+        }
+        return v;
+    }
+
+    internal static bool IsStartupLocality(ReadOnlySpan<byte> data) =>
+        data.Length == StartupLocalitySignature.Length + 1 && data.StartsWith(StartupLocalitySignature);
+}
