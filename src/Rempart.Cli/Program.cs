@@ -30,8 +30,15 @@ public static class Program
           tpm quote   --tpm ADDR --nonce HEX --pcrs BANK:LIST[+BANK:LIST] --out DIR [--ak-type rsa|ecc]
                                                             quote with the attestation key, in tpm2-tools formats
 
+          tpm replay-boot --tpm ADDR --eventlog FILE [--force]
+                                                            extend a (software) TPM with a real boot's digests
+
         Verification (no TPM needed):
           quote verify --ak FILE --msg FILE --sig FILE --nonce HEX [--pcrs FILE] [--format text|json]
+          eventlog show FILE [--format text|json]          events, digests and decoded data
+          eventlog replay FILE [--format text|json]        the PCR values a log produces
+          eventlog verify --log FILE --ak FILE --msg FILE --sig FILE --nonce HEX [--pcrs FILE]
+                                                            quote check plus replay, a verdict per PCR
 
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
         (--tpm may be omitted when REMPART_TPM is set).
@@ -64,7 +71,11 @@ public static class Program
                 ("tpm", "pcrs") => TpmCommands.Pcrs(rest),
                 ("tpm", "ek") => TpmCommands.Ek(rest),
                 ("tpm", "quote") => TpmCommands.Quote(rest),
+                ("tpm", "replay-boot") => EventLogCommands.ReplayBoot(rest),
                 ("quote", "verify") => QuoteCommands.Verify(rest),
+                ("eventlog", "show") => EventLogCommands.Show(rest),
+                ("eventlog", "replay") => EventLogCommands.Replay(rest),
+                ("eventlog", "verify") => EventLogCommands.Verify(rest),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };
         }

@@ -38,29 +38,8 @@ internal static class QuoteCommands
 
         var ak = ReadAk(akPath);
         var msg = Read(msgPath, "--msg");
-        TpmtSignature sig;
-        try
-        {
-            sig = TpmtSignature.Parse(Read(sigPath, "--sig"));
-        }
-        catch (TpmFormatException e)
-        {
-            throw new UsageException($"--sig {sigPath}: not a TPMT_SIGNATURE: {e.Message}");
-        }
-        Func<TpmAlgId, int, byte[]?>? values = null;
-        if (pcrsPath is not null)
-        {
-            Dictionary<TpmAlgId, Dictionary<int, byte[]>> pcrs;
-            try
-            {
-                pcrs = PcrJson.Read(File.ReadAllText(pcrsPath));
-            }
-            catch (FormatException e)
-            {
-                throw new UsageException($"--pcrs {pcrsPath}: {e.Message}");
-            }
-            values = (b, p) => pcrs.TryGetValue(b, out var m) && m.TryGetValue(p, out var v) ? v : null;
-        }
+        var sig = ReadSignature(sigPath);
+        var values = pcrsPath is null ? null : ReadPcrs(pcrsPath);
         var result = AttestationVerifier.VerifyQuote(ak, msg, sig, nonce, values);
         if (format == "json")
         {
@@ -97,7 +76,33 @@ internal static class QuoteCommands
         return result.Valid ? Program.Ok : Program.Invalid;
     }
 
-    private static byte[] Read(string path, string what)
+    internal static TpmtSignature ReadSignature(string path)
+    {
+        try
+        {
+            return TpmtSignature.Parse(Read(path, "--sig"));
+        }
+        catch (TpmFormatException e)
+        {
+            throw new UsageException($"--sig {path}: not a TPMT_SIGNATURE: {e.Message}");
+        }
+    }
+
+    internal static Func<TpmAlgId, int, byte[]?> ReadPcrs(string path)
+    {
+        Dictionary<TpmAlgId, Dictionary<int, byte[]>> pcrs;
+        try
+        {
+            pcrs = PcrJson.Read(File.Exists(path) ? File.ReadAllText(path) : throw new UsageException($"--pcrs {path}: no such file"));
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"--pcrs {path}: {e.Message}");
+        }
+        return (b, p) => pcrs.TryGetValue(b, out var m) && m.TryGetValue(p, out var v) ? v : null;
+    }
+
+    internal static byte[] Read(string path, string what)
     {
         if (!File.Exists(path))
         {
@@ -111,7 +116,7 @@ internal static class QuoteCommands
         return File.ReadAllBytes(path);
     }
 
-    private static TpmtPublic ReadAk(string path)
+    internal static TpmtPublic ReadAk(string path)
     {
         var bytes = Read(path, "--ak");
         var text = System.Text.Encoding.ASCII.GetString(bytes);

@@ -15,7 +15,7 @@ internal static class TpmCommands
 {
     private static readonly HashSet<string> Flags = ["help"];
 
-    private static TpmClient Open(Args a)
+    internal static TpmClient Open(Args a)
     {
         var addr = a.Get("tpm") ?? Environment.GetEnvironmentVariable("REMPART_TPM");
         if (string.IsNullOrEmpty(addr))
