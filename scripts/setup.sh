@@ -9,6 +9,7 @@ packages=(
   qemu-system-x86 qemu-utils ovmf         # VMs and UEFI firmware
   sbsigntool mtools dosfstools            # signing and building the test guest's ESP
   systemd-boot-efi binutils cpio          # unified kernel images, initramfs
+  fdisk kmod                              # the test guest's GPT (sfdisk) and modules.dep (depmod)
   openssl xxd                             # used by the demo and tests
 )
 
