@@ -49,6 +49,19 @@ step "rempart tpm info"
 step "rempart tpm ek (the EK re-created from the TCG template, checked against its certificate)"
 "$rempart" tpm ek --type rsa
 
+# A real firmware event log from a public project (an Arch Linux workstation, see
+# ../shared/fixtures/eventlogs/SOURCES.md): the swtpm replays it and so plays a host that
+# booted that firmware.
+fixtures="${REMPART_FIXTURES:-$here/../shared/fixtures/eventlogs}"
+bootlog="$fixtures/go-tpm-tools__arch-linux-workstation.bin"
+if [[ -f "$bootlog" ]]; then
+  step "rempart tpm replay-boot (the swtpm plays a host that booted a real firmware)"
+  "$rempart" tpm replay-boot --eventlog "$bootlog"
+else
+  echo "(no fixture log at $bootlog: the quote will cover an unbooted TPM)"
+  bootlog=""
+fi
+
 step "rempart tpm pcrs --bank sha256"
 "$rempart" tpm pcrs --bank sha256
 
@@ -63,6 +76,12 @@ step "rempart quote verify (signature, magic, nonce, PCR digest)"
 step "tpm2_checkquote (tpm2-tools, written by others) agrees"
 tpm2_checkquote -u "$work/quote/ak.pem" -m "$work/quote/quote.msg" -s "$work/quote/quote.sig" -q "$nonce" -g sha256 >/dev/null
 echo "tpm2_checkquote: signature and nonce verified"
+
+if [[ -n "$bootlog" ]]; then
+  step "rempart eventlog verify (the quote plus the boot log, a verdict per PCR)"
+  "$rempart" eventlog verify --log "$bootlog" --ak "$work/quote/ak.pub" --msg "$work/quote/quote.msg" \
+    --sig "$work/quote/quote.sig" --nonce "$nonce" --pcrs "$work/quote/pcrs.json"
+fi
 
 step "A replayed quote (a different nonce) is refused"
 other="$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')"

@@ -9,14 +9,30 @@ public static class Fixtures
 {
     public static string Dir { get; } = Find();
 
-    private static string Find()
+    private static string Find([System.Runtime.CompilerServices.CallerFilePath] string source = "")
     {
         var env = Environment.GetEnvironmentVariable("REMPART_FIXTURES");
         if (!string.IsNullOrEmpty(env))
         {
             return Directory.Exists(env) ? env : throw new DirectoryNotFoundException($"REMPART_FIXTURES={env} does not exist");
         }
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        // From the build output (inside the repository) or, when the output is elsewhere, from this source file.
+        foreach (var start in new[] { AppContext.BaseDirectory, Path.GetDirectoryName(source) ?? "" })
+        {
+            if (FindFrom(start) is { } found)
+            {
+                return found;
+            }
+        }
+        throw new DirectoryNotFoundException(
+            "event log fixtures not found: they live in ../shared/fixtures/eventlogs beside the repository " +
+            "(public logs from go-attestation, go-tpm-tools, go-eventlog, tpm2-tools and keylime; see SOURCES.md there), " +
+            "or point REMPART_FIXTURES at a copy");
+    }
+
+    private static string? FindFrom(string start)
+    {
+        var dir = string.IsNullOrEmpty(start) ? null : new DirectoryInfo(start);
         while (dir is not null)
         {
             var candidate = Path.Combine(dir.FullName, "shared", "fixtures", "eventlogs");
@@ -31,10 +47,7 @@ public static class Fixtures
             }
             dir = dir.Parent;
         }
-        throw new DirectoryNotFoundException(
-            "event log fixtures not found: they live in ../shared/fixtures/eventlogs beside the repository " +
-            "(public logs from go-attestation, go-tpm-tools, go-eventlog, tpm2-tools and keylime; see SOURCES.md there), " +
-            "or point REMPART_FIXTURES at a copy");
+        return null;
     }
 
     public static string Path_(string name) => Path.Combine(Dir, name);

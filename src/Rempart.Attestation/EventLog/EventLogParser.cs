@@ -128,15 +128,15 @@ public static class EventLogParser
     }
 
     /// <summary>
-    /// The first event is a Spec ID Event03 header when it is EV_NO_ACTION in PCR 0 with a zero
-    /// digest and data long enough to hold TCG_EfiSpecIDEvent with that signature; anything else
-    /// (including a short EV_NO_ACTION) makes the log a SHA-1 log.
+    /// The first event is a Spec ID Event03 header when it is EV_NO_ACTION in PCR 0 whose data
+    /// begins with that signature; it must then be a complete TCG_EfiSpecIDEvent with a zero
+    /// digest. Anything else (such as a short StartupLocality EV_NO_ACTION) makes a SHA-1 log.
     /// </summary>
     private static SpecIdEvent? TryReadSpecId(UntrustedEvent first)
     {
         var data = first.Data;
-        if (first.UntrustedType != TcgEventType.NoAction || first.Pcr != 0 || data.Length < 16 + 4 + 4 + 4 + 4 + 1
-            || !data.Span[..16].SequenceEqual(SpecIdSignature))
+        if (first.UntrustedType != TcgEventType.NoAction || first.Pcr != 0 || data.Length < SpecIdSignature.Length
+            || !data.Span[..SpecIdSignature.Length].SequenceEqual(SpecIdSignature))
         {
             return null;
         }
