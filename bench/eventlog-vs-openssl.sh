@@ -11,7 +11,7 @@ echo "== openssl speed -evp sha256 -bytes 64 (before)"
 before=$(openssl speed -seconds 3 -bytes 64 -evp sha256 2>/dev/null | awk '/^sha256/ {print $2}' | sed 's/k$//')
 
 echo "== BenchmarkDotNet: EventLogBenchmarks"
-dotnet run -c Release --project "$here/bench/Rempart.Bench" -- --filter '*EventLogBenchmarks*' --job short \
+dotnet run -c Release --project "$here/bench/Rempart.Bench" -- --filter '*EventLogBenchmarks*' --launchCount 1 --warmupCount 3 --iterationCount 10 \
   --exporters csv --artifacts "$out" >"$out/bdn.log" 2>&1 || { cat "$out/bdn.log"; exit 1; }
 grep -E '^\| (Parse|Replay|ParseAndReplay) ' "$out/bdn.log" || true
 

@@ -44,8 +44,9 @@ public static class EventLogReplay
 
         byte locality = 0;
         bool hcrtm = false;
-        foreach (var e in log.Events)
+        for (int i = 0; i < log.Events.Count; i++)
         {
+            var e = log.Events[i];
             if (e.UntrustedType == TcgEventType.NoAction && e.Pcr == 0 && IsStartupLocality(e.Data.Span))
             {
                 locality = e.Data.Span[StartupLocalitySignature.Length];
@@ -64,24 +65,28 @@ public static class EventLogReplay
             locality = forced;
         }
 
-        var state = new Dictionary<TpmAlgId, byte[]?[]>();
-        var hashers = new Dictionary<TpmAlgId, IncrementalHash>();
+        // Per bank: PCR state and one reused hasher, in arrays indexed like `banks` (no
+        // dictionary lookups on the per-event path).
+        int nb = banks.Count;
+        var state = new byte[]?[nb][];
+        var hashers = new IncrementalHash[nb];
+        var broken = new HashSet<(TpmAlgId, int)>();
+        bool extendNoAction = quirk?.ExtendNoAction ?? false;
+        int declared = log.Banks.Count;
         try
         {
-            foreach (var b in banks)
+            for (int b = 0; b < nb; b++)
             {
                 state[b] = new byte[PcrCount][];
-                hashers[b] = IncrementalHash.CreateHash(TpmHash.Name(b));
+                hashers[b] = RentHasher(banks[b]);
             }
-            var broken = new HashSet<(TpmAlgId, int)>();
-            foreach (var e in log.Events)
+            Span<byte> concat = stackalloc byte[2 * 64];
+            var events = log.Events;
+            int first = log.Format == EventLogFormat.CryptoAgile ? 1 : 0;
+            for (int i = first; i < events.Count; i++)
             {
-                bool isHeader = log.Format == EventLogFormat.CryptoAgile && e.Number == 0;
-                if (isHeader)
-                {
-                    continue;
-                }
-                if (e.UntrustedType == TcgEventType.NoAction && !(quirk?.ExtendNoAction ?? false))
+                var e = events[i];
+                if (e.UntrustedType == TcgEventType.NoAction && !extendNoAction)
                 {
                     continue;
                 }
@@ -92,51 +97,98 @@ public static class EventLogReplay
                     continue;
                 }
                 int pcr = (int)e.Pcr;
-                if (e.Digests.Count < log.Banks.Count)
+                if (e.Digests.Count < declared)
                 {
                     notes.Add(new ReplayNote(e.Number, "eventlog.event.missing-bank",
-                        $"event {e.Number} carries {e.Digests.Count} digests, the log declares {log.Banks.Count} banks"));
+                        $"event {e.Number} carries {e.Digests.Count} digests, the log declares {declared} banks"));
                 }
-                foreach (var b in banks)
+                for (int b = 0; b < nb; b++)
                 {
-                    var digest = e.DigestFor(b);
+                    var digest = e.DigestFor(banks[b]);
                     if (digest is null)
                     {
-                        broken.Add((b, pcr));
+                        broken.Add((banks[b], pcr));
                         continue;
                     }
-                    var current = state[b][pcr] ??= Initial(b, pcr, locality);
+                    var current = state[b][pcr] ??= Initial(banks[b], pcr, locality);
+                    var d = digest.Value.Span;
+                    // old ‖ digest in one buffer: one call into the hash instead of two.
+                    int n = current.Length + d.Length;
+                    current.CopyTo(concat);
+                    d.CopyTo(concat[current.Length..]);
                     var h = hashers[b];
-                    h.AppendData(current);
-                    h.AppendData(digest.Value.Span);
+                    h.AppendData(concat[..n]);
                     h.GetHashAndReset(current);
                 }
             }
-            foreach (var (b, pcr) in broken)
+            foreach (var (bank, pcr) in broken)
             {
-                notes.Add(new ReplayNote(0, "eventlog.replay.unreplayable", $"PCR {TpmHash.ToName(b)}:{pcr} has events without a {TpmHash.ToName(b)} digest"));
+                notes.Add(new ReplayNote(0, "eventlog.replay.unreplayable", $"PCR {TpmHash.ToName(bank)}:{pcr} has events without a {TpmHash.ToName(bank)} digest"));
             }
             var result = new Dictionary<TpmAlgId, IReadOnlyDictionary<int, byte[]>>();
-            foreach (var b in banks)
+            for (int b = 0; b < nb; b++)
             {
                 var map = new SortedDictionary<int, byte[]>();
                 for (int i = 0; i < PcrCount; i++)
                 {
-                    if (state[b][i] is { } v && !broken.Contains((b, i)))
+                    if (state[b][i] is { } v && !broken.Contains((banks[b], i)))
                     {
                         map[i] = v;
                     }
                 }
-                result[b] = map;
+                result[banks[b]] = map;
             }
             return new ReplayResult(result, notes, locality, hcrtm);
         }
+        catch
+        {
+            // A hasher in an unknown state is never reused.
+            foreach (var h in hashers)
+            {
+                h?.Dispose();
+            }
+            hashers.AsSpan().Clear();
+            throw;
+        }
         finally
         {
-            foreach (var h in hashers.Values)
+            foreach (var h in hashers)
             {
-                h.Dispose();
+                if (h is not null)
+                {
+                    ReturnHasher(h);
+                }
             }
+        }
+    }
+
+    // Creating an OpenSSL digest context per replay costs more than hashing a short log, so
+    // each thread keeps one reset hasher per algorithm.
+    [ThreadStatic]
+    private static Dictionary<TpmAlgId, IncrementalHash>? t_hashers;
+
+    private static IncrementalHash RentHasher(TpmAlgId alg)
+    {
+        if (t_hashers is not null && t_hashers.Remove(alg, out var h))
+        {
+            return h;
+        }
+        return IncrementalHash.CreateHash(TpmHash.Name(alg));
+    }
+
+    private static void ReturnHasher(IncrementalHash h)
+    {
+        t_hashers ??= [];
+        var alg = h.AlgorithmName.Name switch
+        {
+            "SHA1" => TpmAlgId.Sha1,
+            "SHA256" => TpmAlgId.Sha256,
+            "SHA384" => TpmAlgId.Sha384,
+            _ => TpmAlgId.Sha512,
+        };
+        if (!t_hashers.TryAdd(alg, h))
+        {
+            h.Dispose();
         }
     }
 

@@ -22,11 +22,13 @@ public sealed record UntrustedEvent(
     /// <summary>The digest for a bank, or null when the event carries none for it.</summary>
     public ReadOnlyMemory<byte>? DigestFor(TpmAlgId alg)
     {
-        foreach (var d in Digests)
+        // An index loop: replay calls this for every event and bank, and foreach over an
+        // IReadOnlyList would allocate an enumerator each time.
+        for (int i = 0; i < Digests.Count; i++)
         {
-            if (d.Algorithm == alg)
+            if (Digests[i].Algorithm == alg)
             {
-                return d.Digest;
+                return Digests[i].Digest;
             }
         }
         return null;
