@@ -75,7 +75,12 @@ public sealed class EventLogCliTests : IDisposable
         var show = Cli.Run("eventlog", "show", Path.Combine(Fixtures.Dir, "go-attestation__sb_cert_eventlog"), "--format", "json");
         Assert.True(show.ExitCode == 0, show.Stderr);
         var events = JsonNode.Parse(show.Stdout)!["events"]!.AsArray();
-        Assert.Equal(15, events.Count); // SOURCES.md: 15 events (incl. Spec ID)
+        Assert.Equal(15, events.Count); // SOURCES.md: 15 events (incl. Spec ID), SecureBoot=1
+        var secureBoot = events.Single(e => e!["type"]!.GetValue<string>() == "EV_EFI_VARIABLE_DRIVER_CONFIG" && e["data"]!.ToJsonString().Contains("\"SecureBoot\"", StringComparison.Ordinal));
+        Assert.Contains("true", secureBoot!["data"]!.ToJsonString(), StringComparison.Ordinal);
+        Assert.Equal("Match", secureBoot["digestCoversData"]!.GetValue<string>());
+        var text = Cli.Run("eventlog", "show", Path.Combine(Fixtures.Dir, "go-attestation__sb_cert_eventlog")).Ok().Stdout;
+        Assert.Contains("SecureBoot", text);
 
         var replay = Cli.Run("eventlog", "replay", Path.Combine(Fixtures.Dir, "go-tpm-tools__debian-10.bin"), "--format", "json");
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Dir, "go-tpm-tools__debian-10.bin.expected-pcrs.json")))!["pcrs"]!["sha1"]!;
