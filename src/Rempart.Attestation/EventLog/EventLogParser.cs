@@ -72,7 +72,15 @@ public static class EventLogParser
             {
                 return rest.Length;
             }
-            events.Add(read(ref r));
+            try
+            {
+                events.Add(read(ref r));
+            }
+            catch (EventLogFormatException e) when (!e.Expected.Contains(" in event ", StringComparison.Ordinal))
+            {
+                // Field names are constant on the hot path; the event number is added only on failure.
+                throw new EventLogFormatException(e.Offset, $"{e.Expected} in event {events.Count}");
+            }
         }
         return 0;
     }
@@ -91,7 +99,7 @@ public static class EventLogParser
         var type = (TcgEventType)r.U32("eventType");
         var digest = r.Take(20, "SHA-1 digest");
         uint size = r.U32("eventSize");
-        var data = r.Take(size, $"event {number} data of eventSize");
+        var data = r.Take(size, "event data of eventSize");
         return new UntrustedEvent(number, at, pcr, type, [new EventDigest(TpmAlgId.Sha1, digest)], data);
     }
 
@@ -99,10 +107,10 @@ public static class EventLogParser
     private static UntrustedEvent ReadAgile(ref LeReader r, int number, Dictionary<TpmAlgId, int> sizes)
     {
         long at = r.Offset;
-        uint pcr = r.U32($"event {number} pcrIndex");
-        var type = (TcgEventType)r.U32($"event {number} eventType");
+        uint pcr = r.U32("pcrIndex");
+        var type = (TcgEventType)r.U32("eventType");
         long countAt = r.Offset;
-        uint count = r.U32($"event {number} digest count");
+        uint count = r.U32("digest count");
         if (count > sizes.Count || count > MaxDigestsPerEvent)
         {
             throw new EventLogFormatException(countAt, $"at most {sizes.Count} digests (the banks the Spec ID event declares) in event {number} (got {count})");
@@ -111,7 +119,7 @@ public static class EventLogParser
         for (int i = 0; i < count; i++)
         {
             long algAt = r.Offset;
-            var alg = (TpmAlgId)r.U16($"event {number} digest algorithm");
+            var alg = (TpmAlgId)r.U16("digest algorithm");
             if (!sizes.TryGetValue(alg, out int size))
             {
                 throw new EventLogFormatException(algAt, $"a digest algorithm declared in the Spec ID event (got 0x{(ushort)alg:x4}) in event {number}");
@@ -120,10 +128,10 @@ public static class EventLogParser
             {
                 throw new EventLogFormatException(algAt, $"one digest per algorithm in event {number} ({TpmHash.ToName(alg)} twice)");
             }
-            digests.Add(new EventDigest(alg, r.Take(size, $"{TpmHash.ToName(alg)} digest of event {number}")));
+            digests.Add(new EventDigest(alg, r.Take(size, "digest")));
         }
-        uint eventSize = r.U32($"event {number} eventSize");
-        var data = r.Take(eventSize, $"event {number} data of eventSize");
+        uint eventSize = r.U32("eventSize");
+        var data = r.Take(eventSize, "event data of eventSize");
         return new UntrustedEvent(number, at, pcr, type, digests, data);
     }
 
