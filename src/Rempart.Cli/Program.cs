@@ -79,42 +79,21 @@ public static class Program
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };
         }
-        catch (UsageException e)
+        catch (Exception e) when (ExitCodeFor(e) is int code)
         {
+            // One line, no stack trace: the message names what was wrong.
             Console.Error.WriteLine("error: " + e.Message);
-            return Usage;
-        }
-        catch (TpmFormatException e)
-        {
-            Console.Error.WriteLine("error: " + e.Message);
-            return Usage;
-        }
-        catch (TpmException e)
-        {
-            Console.Error.WriteLine("error: " + e.Message);
-            return Failure;
-        }
-        catch (TpmTransportException e)
-        {
-            Console.Error.WriteLine("error: " + e.Message);
-            return Failure;
-        }
-        catch (Rempart.Tpm.Sessions.TpmSessionException e)
-        {
-            Console.Error.WriteLine("error: " + e.Message);
-            return Failure;
-        }
-        catch (IOException e)
-        {
-            Console.Error.WriteLine("error: " + e.Message);
-            return Usage;
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            Console.Error.WriteLine("error: " + e.Message);
-            return Usage;
+            return code;
         }
     }
+
+    /// <summary>The documented exit code for an expected failure; null lets anything else crash loudly.</summary>
+    private static int? ExitCodeFor(Exception e) => e switch
+    {
+        UsageException or TpmFormatException or IOException and not TpmTransportException or UnauthorizedAccessException => Usage,
+        TpmException or TpmTransportException or Rempart.Tpm.Sessions.TpmSessionException => Failure,
+        _ => null,
+    };
 
     /// <summary>Prints a command's help when --help was given.</summary>
     internal static bool ShowHelp(Args a, string help)
