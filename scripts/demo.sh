@@ -11,7 +11,9 @@ bash "$here/scripts/setup.sh"
 
 work="$(mktemp -d /tmp/rempart-demo.XXXXXX)"
 swtpm_pid=""
+guardian_pid=""
 cleanup() {
+  [[ -n "$guardian_pid" ]] && kill "$guardian_pid" 2>/dev/null && wait "$guardian_pid" 2>/dev/null
   [[ -n "$swtpm_pid" ]] && kill "$swtpm_pid" 2>/dev/null && wait "$swtpm_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -91,5 +93,49 @@ rc=$?
 set -e
 [[ $rc -eq 1 ]] || { echo "expected exit code 1 for an invalid quote, got $rc" >&2; exit 1; }
 echo "refused with exit code 1, as expected"
+
+if [[ -n "$bootlog" ]]; then
+  step "The Guardian: HTTPS with a self-signed certificate, SQLite, trusting swtpm's local CA for EK certificates"
+  mkdir -p "$work/guardian/trusted-ek-cas"
+  cp /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem /var/lib/swtpm-localca/issuercert.pem "$work/guardian/trusted-ek-cas/"
+  gport=""
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then gport=$p; break; fi
+  done
+  # The secret protecting the Guardian's keys at rest (a demo value; an operator supplies theirs).
+  head -c 32 /dev/urandom > "$work/guardian-secret"
+  "$here/scripts/rempart-guardian" serve --data "$work/guardian" --listen "127.0.0.1:$gport" \
+    --secret-file "$work/guardian-secret" >"$work/guardian.log" 2>&1 &
+  guardian_pid=$!
+  for _ in $(seq 1 600); do
+    grep -q "listening on" "$work/guardian.log" 2>/dev/null && break
+    kill -0 "$guardian_pid" 2>/dev/null || { cat "$work/guardian.log" >&2; echo "the Guardian did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  cat "$work/guardian.log"
+  fingerprint="$(sed -n 's/.*fingerprint \([0-9a-f]*\).*/\1/p' "$work/guardian.log")"
+  export REMPART_GUARDIAN="https://127.0.0.1:$gport" REMPART_GUARDIAN_FINGERPRINT="$fingerprint"
+  export REMPART_GUARDIAN_TOKEN_FILE="$work/guardian/admin-token"
+
+  step "rempart hostgroup create (hosts whose EK certificate swtpm's CA issued are approved into it)"
+  "$rempart" hostgroup create demo --description "demo fabric" --approve-ek-issuer "CN=swtpm-localca"
+
+  step "rempart host attest (enrolment: EK certificate chain, MakeCredential/ActivateCredential; then attestation)"
+  "$rempart" host attest --state "$work/host" --hostname demo-host --eventlog "$bootlog"
+
+  step "rempart host list"
+  "$rempart" host list
+
+  step "An extra PCR_Extend after boot: the Guardian refuses, naming the PCR"
+  tpm2_pcrextend -T "swtpm:host=127.0.0.1,port=$port" 4:sha256=0000000000000000000000000000000000000000000000000000000000000000 2>/dev/null \
+    || { echo "tpm2_pcrextend failed" >&2; exit 1; }
+  set +e
+  "$rempart" host attest --state "$work/host" --hostname demo-host --eventlog "$bootlog"
+  rc=$?
+  set -e
+  [[ $rc -eq 1 ]] || { echo "expected the Guardian to refuse (exit 1), got $rc" >&2; exit 1; }
+  echo "refused with exit code 1, as expected"
+fi
 
 printf '\n\033[1mDemo complete.\033[0m\n'

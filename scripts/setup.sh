@@ -11,6 +11,7 @@ packages=(
   systemd-boot-efi binutils cpio          # unified kernel images, initramfs
   fdisk kmod                              # the test guest's GPT (sfdisk) and modules.dep (depmod)
   openssl xxd                             # used by the demo and tests
+  postgresql                              # the Guardian's shared store (tests run a private cluster)
 )
 
 missing=()

@@ -6,6 +6,9 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 
 bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+# A private PostgreSQL cluster for the Guardian's store tests (left running for the next run).
+REMPART_TEST_POSTGRES="$(bash scripts/postgres.sh)" || { echo "0 passed, 1 failed"; exit 1; }
+export REMPART_TEST_POSTGRES
 
 results="$here/artifacts/test-results"
 rm -rf "$results"

@@ -40,6 +40,11 @@ public static class Program
           eventlog verify --log FILE --ak FILE --msg FILE --sig FILE --nonce HEX [--pcrs FILE]
                                                             quote check plus replay, a verdict per PCR
 
+        Guardian (attestation service; run it with scripts/rempart-guardian serve):
+          host attest --guardian URL --tpm ADDR [--eventlog FILE]   enrol (first time) and attest once
+          host list | host show ID | host approve ID --group G      admin, with --token-file FILE
+          hostgroup create NAME [--approve-ek-issuer DN] | hostgroup list
+
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
         (--tpm may be omitted when REMPART_TPM is set).
 
@@ -76,6 +81,9 @@ public static class Program
                 ("eventlog", "show") => EventLogCommands.Show(rest),
                 ("eventlog", "replay") => EventLogCommands.Replay(rest),
                 ("eventlog", "verify") => EventLogCommands.Verify(rest),
+                ("host", "attest") => HostCommands.Attest(rest).GetAwaiter().GetResult(),
+                ("host", "list" or "show" or "approve") or ("hostgroup", "create" or "list") =>
+                    HostCommands.Admin($"{group} {verb}", rest).GetAwaiter().GetResult(),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };
         }
@@ -92,6 +100,8 @@ public static class Program
     {
         UsageException or TpmFormatException or IOException and not TpmTransportException or UnauthorizedAccessException => Usage,
         TpmException or TpmTransportException or Rempart.Tpm.Sessions.TpmSessionException => Failure,
+        Rempart.Host.Attestation.EvidenceCollectionException or Rempart.Host.Guardian.GuardianException => Failure,
+        FormatException => Usage,
         _ => null,
     };
 

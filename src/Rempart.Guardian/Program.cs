@@ -1,0 +1,94 @@
+using System.Net;
+using System.Text;
+
+namespace Rempart.Guardian;
+
+/// <summary>
+/// <c>rempart-guardian serve --data DIR [--listen ADDR:PORT] [--postgres CONNECTION]
+/// [--trusted-ek-cas DIR] [--insecure-http] [--secret-file FILE]</c>. The secret that protects
+/// the Guardian's keys at rest comes from REMPART_GUARDIAN_SECRET or --secret-file, never from
+/// the command line.
+/// </summary>
+public static class Program
+{
+    private const string Help = """
+        Usage: rempart-guardian serve --data DIR [--listen ADDR:PORT] [--postgres CONNECTION]
+                                      [--trusted-ek-cas DIR] [--insecure-http] [--secret-file FILE]
+
+        Runs the Guardian (attestation service). HTTPS by default with a self-signed certificate made
+        at first start (its fingerprint is printed); --insecure-http only on loopback. Storage is SQLite
+        in DIR unless --postgres is given. The admin API token is written once to DIR/admin-token (0600).
+        The secret protecting the token-signing and TLS keys at rest: REMPART_GUARDIAN_SECRET or --secret-file.
+        Trusted TPM CA certificates for EK certificates: --trusted-ek-cas (default DIR/trusted-ek-cas).
+
+        """;
+
+    public static async Task<int> Main(string[] args)
+    {
+        if (args.Length == 0 || args[0] is "--help" or "-h" || args[0] != "serve")
+        {
+            Console.Out.Write(Help);
+            return args.Length > 0 && args[0] is "--help" or "-h" ? 0 : 2;
+        }
+        try
+        {
+            var opts = Parse(args[1..]);
+            await using var app = await GuardianServer.BuildAsync(opts);
+            await app.StartAsync();
+            Console.Out.WriteLine($"guardian: listening on {(opts.InsecureHttp ? "http" : "https")}://{opts.Listen}");
+            await app.WaitForShutdownAsync();
+            return 0;
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return 2;
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException
+            or System.Security.Cryptography.CryptographicException or System.Net.Sockets.SocketException)
+        {
+            Console.Error.WriteLine("error: " + e.Message);
+            return 3;
+        }
+    }
+
+    internal static ServeOptions Parse(string[] args)
+    {
+        string? data = null, listen = null, postgres = null, cas = null, secretFile = null;
+        bool http = false;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--data": data = Next(); break;
+                case "--listen": listen = Next(); break;
+                case "--postgres": postgres = Next(); break;
+                case "--trusted-ek-cas": cas = Next(); break;
+                case "--secret-file": secretFile = Next(); break;
+                case "--insecure-http": http = true; break;
+                default: throw new ArgumentException($"unknown option {args[i]} (see --help)");
+            }
+        }
+        if (data is null)
+        {
+            throw new ArgumentException("missing --data DIR");
+        }
+        var endpoint = IPEndPoint.TryParse(listen ?? "127.0.0.1:8443", out var ep) ? ep : throw new ArgumentException($"--listen '{listen}' is not ADDR:PORT");
+        byte[] secret;
+        if (secretFile is not null)
+        {
+            secret = File.Exists(secretFile) ? File.ReadAllBytes(secretFile) : throw new ArgumentException($"--secret-file {secretFile}: no such file");
+        }
+        else if (Environment.GetEnvironmentVariable("REMPART_GUARDIAN_SECRET") is { Length: > 0 } env)
+        {
+            secret = Encoding.UTF8.GetBytes(env);
+        }
+        else
+        {
+            throw new ArgumentException("no key secret: set REMPART_GUARDIAN_SECRET or pass --secret-file (it protects the Guardian's keys at rest)");
+        }
+        var full = Path.GetFullPath(data);
+        return new ServeOptions(new GuardianOptions { DataDir = full, TrustedEkCaDir = cas ?? Path.Combine(full, "trusted-ek-cas") }, endpoint, http, postgres, secret);
+    }
+}

@@ -1,0 +1,4 @@
+using System.Runtime.Versioning;
+
+// The Guardian runs on Linux only.
+[assembly: SupportedOSPlatform("linux")]

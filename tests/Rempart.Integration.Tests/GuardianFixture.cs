@@ -1,0 +1,114 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Builder;
+using Rempart.Attestation.Protocol;
+
+namespace Rempart.Integration.Tests;
+
+/// <summary>A clock the tests move forward (nonce and token expiry).</summary>
+public sealed class TestClock : TimeProvider
+{
+    private DateTimeOffset _now = DateTimeOffset.UtcNow;
+
+    public override DateTimeOffset GetUtcNow() => _now;
+
+    public void Advance(TimeSpan by) => _now += by;
+}
+
+/// <summary>
+/// A real Guardian (the production web application) on a free loopback port, SQLite or
+/// PostgreSQL, trusting swtpm's local CA for EK certificates.
+/// </summary>
+public sealed class GuardianFixture : IAsyncDisposable
+{
+    private GuardianFixture(WebApplication app, string dir, Uri url, string adminToken, TestClock clock)
+    {
+        App = app;
+        DataDir = dir;
+        Url = url;
+        AdminToken = adminToken;
+        Clock = clock;
+        Http = new HttpClient { BaseAddress = url };
+        Admin = new HttpClient { BaseAddress = url };
+        Admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", adminToken);
+    }
+
+    public WebApplication App { get; }
+
+    public string DataDir { get; }
+
+    public Uri Url { get; }
+
+    public string AdminToken { get; }
+
+    public TestClock Clock { get; }
+
+    public HttpClient Http { get; }
+
+    public HttpClient Admin { get; }
+
+    /// <summary>swtpm_setup's local CA (root and issuer), created by the first swtpm_setup run as root.</summary>
+    public static readonly string[] SwtpmLocalCa = ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
+
+    public static async Task<GuardianFixture> StartAsync(bool trustSwtpmCa = true, string? postgres = null)
+    {
+        var dir = Directory.CreateTempSubdirectory("rempart-guardian-").FullName;
+        var cas = Path.Combine(dir, "trusted-ek-cas");
+        Directory.CreateDirectory(cas);
+        if (trustSwtpmCa)
+        {
+            // The CA exists once any swtpm_setup --create-ek-cert has run; make sure one has.
+            using (new Rempart.Tpm.Tests.Infrastructure.Swtpm("sha256"))
+            {
+            }
+            foreach (var f in SwtpmLocalCa)
+            {
+                File.Copy(f, Path.Combine(cas, Path.GetFileName(f)));
+            }
+        }
+        int port = FreePort();
+        var clock = new TestClock();
+        var serve = new Rempart.Guardian.ServeOptions(
+            new Rempart.Guardian.GuardianOptions { DataDir = dir, TrustedEkCaDir = cas },
+            new IPEndPoint(IPAddress.Loopback, port), InsecureHttp: true, postgres, "test-secret-not-for-production"u8.ToArray());
+        var app = await Rempart.Guardian.GuardianServer.BuildAsync(serve, clock, _ => { });
+        await app.StartAsync();
+        var token = (await File.ReadAllTextAsync(Path.Combine(dir, "admin-token"))).Trim();
+        return new GuardianFixture(app, dir, new Uri($"http://127.0.0.1:{port}/"), token, clock);
+    }
+
+    public async Task CreateGroupAsync(string name)
+    {
+        var r = await Admin.PostAsJsonAsync("v1/hostgroups", new { name, description = "test" });
+        r.EnsureSuccessStatusCode();
+    }
+
+    public async Task ApproveAsync(string hostId, string group)
+    {
+        var r = await Admin.PostAsJsonAsync($"v1/hosts/{hostId}/approve", new { group });
+        r.EnsureSuccessStatusCode();
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        Admin.Dispose();
+        await App.StopAsync();
+        await App.DisposeAsync();
+        try
+        {
+            Directory.Delete(DataDir, true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
