@@ -74,8 +74,19 @@ if [[ ! -f "$data/PG_VERSION" ]]; then
 fi
 as_owner mkdir -p "$run"
 
-# Regenerated at every start, so a changed port takes effect.
-as_owner tee "$data/rempart.conf" >/dev/null <<EOF
+if running; then
+  # Already up (a previous run): use the port it was started with.
+  port="$(sed -n 's/^port = //p' "$data/rempart.conf" 2>/dev/null)"
+  [[ -n "$port" ]] || die "a cluster runs in $data but its port is unknown: scripts/postgres.sh stop, then retry"
+else
+  # Another server (say a cluster of another checkout) may hold the port: take the next free one.
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+    say "127.0.0.1:$port is taken by another server; trying $((port + 1))"
+    port=$((port + 1))
+  done
+  # Regenerated at every start, so a changed port takes effect.
+  as_owner tee "$data/rempart.conf" >/dev/null <<EOF
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$run'
@@ -84,8 +95,6 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 EOF
-
-if ! running; then
   say "starting PostgreSQL on 127.0.0.1:$port"
   # 9>&-: the server must not inherit (and hold forever) the lock.
   as_owner "$bin/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t 60 start >/dev/null 9>&- \
