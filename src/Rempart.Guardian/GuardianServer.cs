@@ -53,6 +53,7 @@ public static class GuardianServer
         builder.Services.AddSingleton<AttestationService>();
         builder.Services.AddSingleton<AdminAuth>();
         builder.Services.AddProblemDetails();
+        Ops.OpsRegistration.AddGuardianOps(builder.Services);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = 1 << 20;

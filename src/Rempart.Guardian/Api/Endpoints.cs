@@ -16,6 +16,7 @@ public static class Endpoints
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
+        Ops.OpsRegistration.MapOps(app);
         app.MapGet("/.well-known/jwks.json", (HealthTokens t) => Results.Json(t.Jwks()));
 
         app.MapPost("/v1/enrolments", async (EnrolmentRequest req, EnrolmentService svc, CancellationToken ct) =>
