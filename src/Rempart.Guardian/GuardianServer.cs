@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using System.Threading.RateLimiting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Rempart.Guardian.Api;
@@ -53,6 +54,15 @@ public static class GuardianServer
         builder.Services.AddSingleton<AttestationService>();
         builder.Services.AddSingleton<AdminAuth>();
         builder.Services.AddProblemDetails();
+        builder.Services.AddOpenApi("v1");
+        // Per-client request budget: generous for a fleet behind one NAT, bounded for a flood.
+        builder.Services.AddRateLimiter(r =>
+        {
+            r.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+            r.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(http =>
+                RateLimitPartition.GetFixedWindowLimiter(http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
+                    _ => new FixedWindowRateLimiterOptions { PermitLimit = 2000, Window = TimeSpan.FromSeconds(10), QueueLimit = 0 }));
+        });
         Ops.OpsRegistration.AddGuardianOps(builder.Services);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -81,6 +91,8 @@ public static class GuardianServer
             await Problems.Of("request.invalid", "the request could not be read").ExecuteAsync(http);
         }));
         app.UseStatusCodePages();
+        app.UseRateLimiter();
+        app.MapOpenApi("/openapi/{documentName}.json");
         Endpoints.Map(app);
         log($"guardian: data in {opts.DataDir}, store {(serve.PostgresConnection is null ? "SQLite" : "PostgreSQL")}, admin token in {adminFile}");
         return app;

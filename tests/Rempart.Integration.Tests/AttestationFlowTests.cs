@@ -61,6 +61,11 @@ public sealed class AttestationFlowTests : IAsyncLifetime
         Assert.Equal(host.HostId, claims["sub"]!.GetValue<string>());
         Assert.Equal("prod", claims["rempart.group"]!.GetValue<string>());
 
+        // The API is described by an OpenAPI document.
+        var openapi = JsonNode.Parse(await _g.Http.GetStringAsync("openapi/v1.json"))!;
+        Assert.NotNull(openapi["paths"]!["/v1/attestations"]);
+        Assert.NotNull(openapi["paths"]!["/v1/enrolments"]);
+
         var valid = await _client.PostJsonAsync("v1/tokens/validate", new { token = result.Token });
         Assert.True(valid["valid"]!.GetValue<bool>(), valid.ToJsonString());
 
