@@ -60,6 +60,9 @@ public sealed record EvidenceRecord(string HostId, DateTimeOffset At, byte[] Eve
 /// </summary>
 public sealed record AuditRecord(long Seq, DateTimeOffset At, string Kind, string Subject, string DataJson, byte[] PrevHash, byte[] Hash);
 
+/// <summary>A version of an attestation policy (the document as the operator wrote it, YAML or JSON).</summary>
+public sealed record PolicyRecord(string Id, int Version, string Mode, string Document, DateTimeOffset CreatedAt);
+
 /// <summary>
 /// The Guardian's storage: one small interface, two backends (SQLite embedded, PostgreSQL for
 /// replicas), one schema with migrations. Every method is atomic on its own.
@@ -121,4 +124,13 @@ public interface IGuardianStore : IAsyncDisposable
     Task<AuditRecord> AppendAuditAsync(string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct = default);
 
     Task<IReadOnlyList<AuditRecord>> ReadAuditAsync(long fromSeq, int max, CancellationToken ct = default);
+
+    /// <summary>Stores a new policy version (versions are never overwritten).</summary>
+    Task InsertPolicyAsync(PolicyRecord policy, CancellationToken ct = default);
+
+    /// <summary>The given version of a policy, or its latest when <paramref name="version"/> is null.</summary>
+    Task<PolicyRecord?> GetPolicyAsync(string id, int? version = null, CancellationToken ct = default);
+
+    /// <summary>The latest version of every policy.</summary>
+    Task<IReadOnlyList<PolicyRecord>> ListPoliciesAsync(CancellationToken ct = default);
 }

@@ -114,6 +114,18 @@ public static class Migrations
               CHECK (length(prev_hash) = 32 AND length(hash) = 32))
             """,
         ]),
+        new(2, "policies",
+        [
+            """
+            CREATE TABLE policies (
+              id TEXT NOT NULL,
+              version BIGINT NOT NULL,
+              mode TEXT NOT NULL,
+              document TEXT NOT NULL,
+              created_at BIGINT NOT NULL,
+              PRIMARY KEY (id, version))
+            """,
+        ]),
     ];
 
     public static int Latest => Steps[^1].Version;

@@ -99,6 +99,19 @@ public sealed class SqliteGuardianStore : IGuardianStore
     public Task<int> PurgeExpiredAsync(DateTimeOffset now, CancellationToken ct = default) =>
         ExecuteAsync(StoreSql.PurgeExpired, cmd => StoreSql.Bind(cmd, "@now", StoreSql.Ms(now)), ct);
 
+    public Task InsertPolicyAsync(PolicyRecord policy, CancellationToken ct = default) =>
+        ExecuteAsync(StoreSql.InsertPolicy, cmd => StoreSql.BindPolicy(cmd, policy), ct);
+
+    public Task<PolicyRecord?> GetPolicyAsync(string id, int? version = null, CancellationToken ct = default) =>
+        version is { } v
+            ? QuerySingleAsync(StoreSql.SelectPolicy + " WHERE id = @id AND version = @version",
+                cmd => { StoreSql.Bind(cmd, "@id", id); StoreSql.Bind(cmd, "@version", (long)v); }, StoreSql.ReadPolicy, ct)
+            : QuerySingleAsync(StoreSql.SelectPolicy + " WHERE id = @id ORDER BY version DESC LIMIT 1",
+                cmd => StoreSql.Bind(cmd, "@id", id), StoreSql.ReadPolicy, ct);
+
+    public Task<IReadOnlyList<PolicyRecord>> ListPoliciesAsync(CancellationToken ct = default) =>
+        QueryAsync(StoreSql.SelectLatestPolicies, _ => { }, StoreSql.ReadPolicy, ct);
+
     public Task UpsertGroupAsync(HostGroupRecord group, CancellationToken ct = default) =>
         ExecuteAsync(StoreSql.UpsertGroup, cmd => StoreSql.BindGroup(cmd, group), ct);
 

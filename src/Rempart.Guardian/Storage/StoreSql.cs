@@ -45,6 +45,26 @@ internal static class StoreSql
     public const string PurgeExpired =
         "DELETE FROM nonces WHERE expires_at <= @now; DELETE FROM enrolment_challenges WHERE expires_at <= @now";
 
+    public const string InsertPolicy =
+        "INSERT INTO policies (id, version, mode, document, created_at) VALUES (@id, @version, @mode, @document, @created_at)";
+
+    public const string SelectPolicy = "SELECT id, version, mode, document, created_at FROM policies";
+
+    public const string SelectLatestPolicies =
+        SelectPolicy + " p WHERE version = (SELECT MAX(version) FROM policies q WHERE q.id = p.id) ORDER BY id";
+
+    public static void BindPolicy(DbCommand cmd, PolicyRecord p)
+    {
+        Bind(cmd, "@id", p.Id);
+        Bind(cmd, "@version", (long)p.Version);
+        Bind(cmd, "@mode", p.Mode);
+        Bind(cmd, "@document", p.Document);
+        Bind(cmd, "@created_at", Ms(p.CreatedAt));
+    }
+
+    public static PolicyRecord ReadPolicy(DbDataReader r) =>
+        new(r.GetString(0), (int)r.GetInt64(1), r.GetString(2), r.GetString(3), Time(r, 4));
+
     public const string SelectGroup = "SELECT name, description, approve_ek_issuer, policy_id, created_at FROM host_groups";
 
     /// <summary>An update keeps the group's original creation time.</summary>
