@@ -171,7 +171,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
             LastStatus = "affirming",
         };
         await store.UpdateHostAsync(updated, ct);
-        await store.SaveEvidenceAsync(new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), "affirming"), ct);
+        await store.SaveEvidenceAsync(new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), "affirming", quote, quoteSig, nonce), ct);
         if (host.State != HostStates.Healthy || reboot)
         {
             await audit.WriteAsync("host.state", host.Id, new { from = host.State, to = HostStates.Healthy, reboot }, ct);

@@ -52,8 +52,12 @@ public sealed record IssuedTokenRecord(string Jti, string HostId, DateTimeOffset
 /// <summary>An API credential: only the SHA-256 of the bearer token is stored.</summary>
 public sealed record ApiTokenRecord(string Id, string Name, string Role, byte[] TokenHash, DateTimeOffset CreatedAt);
 
-/// <summary>The last verified evidence of a host (for baselines and "what would fail?").</summary>
-public sealed record EvidenceRecord(string HostId, DateTimeOffset At, byte[] EventLog, string PcrsJson, string Status);
+/// <summary>
+/// The last verified evidence of a host (for baselines and "what would fail?"), with the quote,
+/// its signature and nonce so that it can be verified again (null in rows from before schema 3).
+/// </summary>
+public sealed record EvidenceRecord(string HostId, DateTimeOffset At, byte[] EventLog, string PcrsJson, string Status,
+    byte[]? Quote = null, byte[]? QuoteSignature = null, byte[]? Nonce = null);
 
 /// <summary>
 /// One hash-chained audit record: Hash = SHA-256(PrevHash ‖ canonical(Seq, At, Kind, Subject, Data)).

@@ -126,6 +126,12 @@ public static class Migrations
               PRIMARY KEY (id, version))
             """,
         ]),
+        new(3, "evidence keeps its quote",
+        [
+            "ALTER TABLE evidence ADD COLUMN quote {bytes} NULL",
+            "ALTER TABLE evidence ADD COLUMN quote_signature {bytes} NULL",
+            "ALTER TABLE evidence ADD COLUMN nonce {bytes} NULL",
+        ]),
     ];
 
     public static int Latest => Steps[^1].Version;

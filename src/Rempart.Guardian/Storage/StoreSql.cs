@@ -85,13 +85,15 @@ internal static class StoreSql
     public const string InsertApiToken =
         "INSERT INTO api_tokens (id, name, role, token_hash, created_at) VALUES (@id, @name, @role, @token_hash, @created_at)";
 
-    public const string SelectEvidence = "SELECT host_id, at, event_log, pcrs_json, status FROM evidence";
+    public const string SelectEvidence = "SELECT host_id, at, event_log, pcrs_json, status, quote, quote_signature, nonce FROM evidence";
 
     /// <summary>One row per host, the newest: saving older evidence than the stored one changes nothing.</summary>
     public const string SaveEvidence =
-        "INSERT INTO evidence (host_id, at, event_log, pcrs_json, status) VALUES (@host, @at, @event_log, @pcrs_json, @status) " +
+        "INSERT INTO evidence (host_id, at, event_log, pcrs_json, status, quote, quote_signature, nonce) " +
+        "VALUES (@host, @at, @event_log, @pcrs_json, @status, @quote, @quote_signature, @nonce) " +
         "ON CONFLICT (host_id) DO UPDATE SET at = excluded.at, event_log = excluded.event_log, pcrs_json = excluded.pcrs_json, " +
-        "status = excluded.status WHERE excluded.at >= evidence.at";
+        "status = excluded.status, quote = excluded.quote, quote_signature = excluded.quote_signature, nonce = excluded.nonce " +
+        "WHERE excluded.at >= evidence.at";
 
     public const string SelectAudit =
         "SELECT seq, at, kind, subject, data_json, prev_hash, hash FROM audit_log WHERE seq >= @from ORDER BY seq LIMIT @max";
@@ -203,10 +205,13 @@ internal static class StoreSql
         Bind(cmd, "@event_log", e.EventLog);
         Bind(cmd, "@pcrs_json", e.PcrsJson);
         Bind(cmd, "@status", e.Status);
+        Bind(cmd, "@quote", e.Quote);
+        Bind(cmd, "@quote_signature", e.QuoteSignature);
+        Bind(cmd, "@nonce", e.Nonce);
     }
 
     public static EvidenceRecord ReadEvidence(DbDataReader r) =>
-        new(r.GetString(0), Time(r, 1), Bytes(r, 2), r.GetString(3), r.GetString(4));
+        new(r.GetString(0), Time(r, 1), Bytes(r, 2), r.GetString(3), r.GetString(4), NullableBytes(r, 5), NullableBytes(r, 6), NullableBytes(r, 7));
 
     public static AuditRecord ReadAudit(DbDataReader r) =>
         new(r.GetInt64(0), Time(r, 1), r.GetString(2), r.GetString(3), r.GetString(4), Bytes(r, 5), Bytes(r, 6));

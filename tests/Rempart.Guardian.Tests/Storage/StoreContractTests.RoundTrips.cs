@@ -151,7 +151,7 @@ public abstract partial class StoreContractTests
     {
         await Store.InsertHostAsync(NewHost("h1"));
         var older = new EvidenceRecord("h1", T0, Bytes(5, 1000), """{"sha256":{"0":"aa"}}""", "failed");
-        var newer = new EvidenceRecord("h1", T0.AddMinutes(1), [], """{"sha256":{}}""", "ok");
+        var newer = new EvidenceRecord("h1", T0.AddMinutes(1), [], """{"sha256":{}}""", "ok", Bytes(7, 145), Bytes(8, 262), Bytes(9, 32));
         foreach (var e in order == "older saved first" ? new[] { older, newer } : [newer, older])
         {
             await Store.SaveEvidenceAsync(e);
