@@ -44,6 +44,7 @@ public static class Program
           host attest --guardian URL --tpm ADDR [--eventlog FILE]   enrol (first time) and attest once
           host list | host show ID | host approve ID --group G      admin, with --token-file FILE
           hostgroup create NAME [--approve-ek-issuer DN] | hostgroup list
+          audit verify | audit export [--from SEQ]                  audit log: verify its hash chain / export JSON lines (--token-file FILE)
 
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
         (--tpm may be omitted when REMPART_TPM is set).
@@ -84,6 +85,7 @@ public static class Program
                 ("host", "attest") => HostCommands.Attest(rest).GetAwaiter().GetResult(),
                 ("host", "list" or "show" or "approve") or ("hostgroup", "create" or "list") =>
                     HostCommands.Admin($"{group} {verb}", rest).GetAwaiter().GetResult(),
+                ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };
         }

@@ -1,4 +1,3 @@
-using System.Net;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
@@ -103,12 +102,13 @@ public sealed record OpsOptions
             Check(WebhookInitialBackoffMs is >= 10 and <= 600_000, "webhookInitialBackoffMs must be 10 to 600000");
             Check(WebhookTimeoutSeconds is >= 1 and <= 120, "webhookTimeoutSeconds must be 1 to 120");
             var urls = new List<Uri>();
-            foreach (var w in Webhooks)
+            // Messages name a webhook by its index and host: its path or query may hold a secret.
+            foreach (var (w, i) in Webhooks.Select((w, i) => (w, i)))
             {
-                Check(Uri.TryCreate(w, UriKind.Absolute, out var u), $"webhook '{w}' is not an absolute URL");
-                Check(u!.Scheme == Uri.UriSchemeHttps || (u.Scheme == Uri.UriSchemeHttp && IsLoopback(u)),
-                    $"webhook {u.GetLeftPart(UriPartial.Authority)} must be https (plain http only on loopback)");
-                Check(u.UserInfo.Length == 0, $"webhook {u.Scheme}://{u.Host}: credentials in the URL are not allowed");
+                Check(Uri.TryCreate(w, UriKind.Absolute, out var u) && (u.Scheme == Uri.UriSchemeHttps || u.Scheme == Uri.UriSchemeHttp),
+                    $"webhooks[{i}] is not an absolute http(s) URL");
+                Check(u!.UserInfo.Length == 0, $"webhooks[{i}] ({u.Host}): credentials in the URL are not allowed");
+                Check(u.Scheme == Uri.UriSchemeHttps || u.IsLoopback, $"webhooks[{i}] ({u.Host}) must be https (plain http only on loopback)");
                 urls.Add(u);
             }
             return new OpsOptions
@@ -121,8 +121,5 @@ public sealed record OpsOptions
                 WebhookTimeout = TimeSpan.FromSeconds(WebhookTimeoutSeconds),
             };
         }
-
-        private static bool IsLoopback(Uri u) =>
-            u.IsLoopback || (IPAddress.TryParse(u.DnsSafeHost, out var ip) && IPAddress.IsLoopback(ip));
     }
 }
