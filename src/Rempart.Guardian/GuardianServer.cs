@@ -51,6 +51,7 @@ public static class GuardianServer
         builder.Services.AddSingleton(new HealthTokens(signingKey, opts.Issuer));
         builder.Services.AddSingleton<Audit>();
         builder.Services.AddSingleton<EnrolmentService>();
+        builder.Services.AddSingleton<PolicyCatalog>();
         builder.Services.AddSingleton<AttestationService>();
         builder.Services.AddSingleton<AdminAuth>();
         builder.Services.AddProblemDetails();

@@ -17,6 +17,7 @@ public static class Endpoints
     {
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
         Ops.OpsRegistration.MapOps(app);
+        PolicyEndpoints.Map(app);
         app.MapGet("/.well-known/jwks.json", (HealthTokens t) => Results.Json(t.Jwks()));
 
         app.MapPost("/v1/enrolments", async (EnrolmentRequest req, EnrolmentService svc, CancellationToken ct) =>

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Rempart.Attestation.EventLog;
+using Rempart.Attestation.Policy;
 using Rempart.Attestation.Protocol;
 using Rempart.Guardian.Enrolment;
 using Rempart.Guardian.Storage;
@@ -21,7 +22,7 @@ namespace Rempart.Guardian.Attestation;
 /// the AK over the same nonce, non-duplicable decryption key, policy = PolicyPCR over the quoted
 /// values). Affirmed hosts get a health token; a failure revokes the host's tokens at once.
 /// </summary>
-public sealed class AttestationService(IGuardianStore store, GuardianOptions options, TimeProvider time, HealthTokens tokens, Audit audit)
+public sealed class AttestationService(IGuardianStore store, GuardianOptions options, TimeProvider time, HealthTokens tokens, Audit audit, PolicyCatalog policies)
 {
     /// <summary>PCRs the firmware event log must explain (PCR 10 is IMA's; 16 debug; 17-22 DRTM; 23 application).</summary>
     public static readonly int[] LogPcrs = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15];
@@ -134,10 +135,11 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         }
 
         // 3. The event log, replayed against the quoted PCRs.
+        LogVerification? verification = null;
         try
         {
             var parsed = EventLogParser.Parse(log);
-            var verification = EventLogVerifier.Verify(parsed, quoted);
+            verification = EventLogVerifier.Verify(parsed, quoted);
             foreach (var v in verification.Mismatched.Where(v => LogPcrs.Contains(v.Pcr)))
             {
                 Fail(v.Id, $"{TpmHash.ToName(v.Bank)} PCR {v.Pcr}: quoted {Convert.ToHexStringLower(v.Quoted)}, the log replays to {(v.Replayed.Length == 0 ? "nothing" : Convert.ToHexStringLower(v.Replayed))}");
@@ -151,6 +153,31 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         // 4. The binding key: certified by the AK over the same nonce, and sealed to the quoted boot state.
         CheckBindingKey(ak, bkPub, bkCert, bkSig, nonce, quoted, Fail, out var thumbprint);
 
+        // 5. The host group's policy, over claims made only from verified evidence.
+        string status = "affirming", policyId = PolicyId;
+        int policyVersion = PolicyVersion;
+        var warnings = new List<AttestationFailure>();
+        var (policy, policyErrorId, policyError) = await policies.ForGroupAsync(host.Group, ct);
+        if (policyErrorId is not null)
+        {
+            Fail(policyErrorId, policyError!);
+        }
+        else if (policy is not null && verification is not null)
+        {
+            policyId = policy.Id;
+            policyVersion = policy.Version;
+            var result = PolicyEvaluator.Evaluate(policy, PolicyClaims.From(verification, quoted, null));
+            foreach (var f in result.Failures)
+            {
+                var failure = new AttestationFailure(f.Id, $"{f.Message} (expected {f.Expected}; actual {f.Actual}{(f.EventNumbers.Count > 0 ? "; events " + string.Join(",", f.EventNumbers) : "")})");
+                (result.AuditOnly ? warnings : failures).Add(failure);
+            }
+            if (result.AuditOnly && result.Failures.Count > 0)
+            {
+                status = "warning";
+            }
+        }
+
         if (failures.Count > 0)
         {
             return await FailAsync(host, failures, reboot, proven: true, ct);
@@ -158,7 +185,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
 
         var jti = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var expires = now + options.TokenLifetime;
-        var token = tokens.Issue(new HealthClaims(jti, host.Id, host.Group, "affirming", PolicyId, PolicyVersion, thumbprint,
+        var token = tokens.Issue(new HealthClaims(jti, host.Id, host.Group, status, policyId, policyVersion, thumbprint,
             Convert.ToHexStringLower(q.PcrDigest), clock.ResetCount), now, expires);
         await store.InsertTokenAsync(new IssuedTokenRecord(jti, host.Id, now, expires, null), ct);
         var updated = host with
@@ -168,16 +195,16 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
             LastResetCount = clock.ResetCount,
             LastRestartCount = clock.RestartCount,
             LastClock = clock.Clock,
-            LastStatus = "affirming",
+            LastStatus = status,
         };
         await store.UpdateHostAsync(updated, ct);
-        await store.SaveEvidenceAsync(new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), "affirming", quote, quoteSig, nonce), ct);
+        await store.SaveEvidenceAsync(new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), status, quote, quoteSig, nonce), ct);
         if (host.State != HostStates.Healthy || reboot)
         {
             await audit.WriteAsync("host.state", host.Id, new { from = host.State, to = HostStates.Healthy, reboot }, ct);
         }
-        await audit.WriteAsync("attestation.affirming", host.Id, new { jti, reboot }, ct);
-        return new AttestationResult(host.Id, "affirming", [], token, expires, reboot);
+        await audit.WriteAsync("attestation." + status, host.Id, new { jti, reboot, policy = policyId, policyVersion, warnings = warnings.Select(w => w.Id).ToArray() }, ct);
+        return new AttestationResult(host.Id, status, warnings, token, expires, reboot);
     }
 
     private static void CheckBindingKey(VerificationKey ak, byte[] bkPub, byte[] bkCert, byte[] bkSig, byte[] nonce, QuotedPcrs quoted,
