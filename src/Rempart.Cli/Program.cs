@@ -44,6 +44,7 @@ public static class Program
           host attest --guardian URL --tpm ADDR [--eventlog FILE]   enrol (first time) and attest once
           host list | host show ID | host approve ID --group G      admin, with --token-file FILE
           hostgroup create NAME [--approve-ek-issuer DN] | hostgroup list
+          policy create|list|assign|test|baseline                   policies (rempart policy --help)
           audit verify | audit export [--from SEQ]                  audit log: verify its hash chain / export JSON lines (--token-file FILE)
 
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
@@ -83,6 +84,7 @@ public static class Program
                 ("eventlog", "replay") => EventLogCommands.Replay(rest),
                 ("eventlog", "verify") => EventLogCommands.Verify(rest),
                 ("host", "attest") => HostCommands.Attest(rest).GetAwaiter().GetResult(),
+                ("policy", "create" or "list" or "assign" or "test" or "baseline") => PolicyCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("host", "list" or "show" or "approve") or ("hostgroup", "create" or "list") =>
                     HostCommands.Admin($"{group} {verb}", rest).GetAwaiter().GetResult(),
                 ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),

@@ -59,6 +59,38 @@ public sealed class GuardianClient : IDisposable
     public Task<JsonNode> PostJsonAsync(string path, object body, CancellationToken ct = default) =>
         SendAsync(new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) }, ct);
 
+    /// <summary>POSTs JSON and returns the answer as text (e.g. a YAML policy baseline).</summary>
+    public async Task<string> PostForTextAsync(string path, object body, CancellationToken ct = default)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            response = await _http.PostAsJsonAsync(path, body, ct);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new GuardianException("guardian.unreachable", $"cannot reach the Guardian at {_http.BaseAddress}: {e.Message}", 0);
+        }
+        using (response)
+        {
+            var text = await response.Content.ReadAsStringAsync(ct);
+            if (!response.IsSuccessStatusCode)
+            {
+                JsonNode? node = null;
+                try
+                {
+                    node = JsonNode.Parse(text);
+                }
+                catch (JsonException)
+                {
+                }
+                throw new GuardianException(node?["title"]?.GetValue<string>() ?? $"http.{(int)response.StatusCode}",
+                    node?["detail"]?.GetValue<string>() ?? response.ReasonPhrase ?? "error", (int)response.StatusCode);
+            }
+            return text;
+        }
+    }
+
     private async Task<T> PostAsync<T>(string path, object body, CancellationToken ct)
     {
         var node = await SendAsync(new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) }, ct);
