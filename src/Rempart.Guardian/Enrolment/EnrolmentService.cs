@@ -51,6 +51,19 @@ public sealed class EnrolmentService(IGuardianStore store, GuardianOptions optio
         {
             throw new EnrolmentException("enrol.ak.name-alg", $"the AK's nameAlg must be SHA-256 (got {ak.NameAlg})");
         }
+        try
+        {
+            // An AK whose quotes we could not verify later is refused now (unsupported curve, bad modulus size).
+            using var probe = new VerificationKey(ak);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or CryptographicException or InvalidCastException)
+        {
+            throw new EnrolmentException("enrol.ak.unsupported", "the AK cannot be used to verify quotes: " + e.Message);
+        }
+        if (ek.Type is not (TpmAlgId.Rsa or TpmAlgId.Ecc))
+        {
+            throw new EnrolmentException("enrol.ek.type", $"the EK must be an RSA or ECC key (got {ek.Type})");
+        }
         var akName = ak.Name();
         if (await store.GetHostByAkNameAsync(Convert.ToHexStringLower(akName), ct) is { State: not HostStates.Removed } existing)
         {
@@ -60,7 +73,16 @@ public sealed class EnrolmentService(IGuardianStore store, GuardianOptions optio
         var secret = RandomNumberGenerator.GetBytes(32);
         try
         {
-            var (blob, encSecret) = Credential.Make(ek, secret, akName);
+            Tpm2bIdObject blob;
+            Tpm2bEncryptedSecret encSecret;
+            try
+            {
+                (blob, encSecret) = Credential.Make(ek, secret, akName);
+            }
+            catch (Exception e) when (e is ArgumentException or NotSupportedException or CryptographicException or InvalidCastException)
+            {
+                throw new EnrolmentException("enrol.ek.parameters", "no credential can be made for this EK: " + e.Message);
+            }
             var id = "enr-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
             var expires = time.GetUtcNow() + options.ChallengeLifetime;
             await store.InsertChallengeAsync(new EnrolmentChallengeRecord(id, request.Hostname, ekBytes, certDer, akBytes, SHA256.HashData(secret), expires), ct);
