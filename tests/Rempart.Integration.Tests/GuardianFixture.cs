@@ -51,7 +51,8 @@ public sealed class GuardianFixture : IAsyncDisposable
     /// <summary>swtpm_setup's local CA (root and issuer), created by the first swtpm_setup run as root.</summary>
     public static readonly string[] SwtpmLocalCa = ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
 
-    public static async Task<GuardianFixture> StartAsync(bool trustSwtpmCa = true, string? postgres = null)
+    /// <summary>Starts a Guardian; <paramref name="opsJson"/>, when given, is written as DATA/ops.json before it starts.</summary>
+    public static async Task<GuardianFixture> StartAsync(bool trustSwtpmCa = true, string? postgres = null, string? opsJson = null)
     {
         var dir = Directory.CreateTempSubdirectory("rempart-guardian-").FullName;
         var cas = Path.Combine(dir, "trusted-ek-cas");
@@ -66,6 +67,10 @@ public sealed class GuardianFixture : IAsyncDisposable
             {
                 File.Copy(f, Path.Combine(cas, Path.GetFileName(f)));
             }
+        }
+        if (opsJson is not null)
+        {
+            await File.WriteAllTextAsync(Path.Combine(dir, Rempart.Guardian.Ops.OpsOptions.FileName), opsJson);
         }
         int port = FreePort();
         var clock = new TestClock();

@@ -23,7 +23,7 @@ public sealed class ContinuousAttestationTests
             ["webhooks"] = new JsonArray(receiver.Url.ToString()),
             ["webhookInitialBackoffMs"] = 100,
         };
-        await using var g = await ConfiguredGuardian.StartAsync(ops.ToJsonString());
+        await using var g = await GuardianFixture.StartAsync(opsJson: ops.ToJsonString());
         using var client = new GuardianClient(g.Url);
         (await g.Admin.PostAsJsonAsync("v1/hostgroups", new { name = "prod" })).EnsureSuccessStatusCode();
         using var host = new SwtpmHost();
@@ -77,13 +77,13 @@ public sealed class ContinuousAttestationTests
         Assert.Equal(2, OpsSupport.Sample(metrics, "rempart_hosts_marked_stale_total"));
     }
 
-    private static async Task<IReadOnlyList<JsonNode>> Sweep(ConfiguredGuardian g)
+    private static async Task<IReadOnlyList<JsonNode>> Sweep(GuardianFixture g)
     {
         var r = await g.Admin.PostAsync("v1/ops/sweep", null);
         r.EnsureSuccessStatusCode();
         return (await r.Content.ReadFromJsonAsync<JsonObject>())!["marked"]!.AsArray().Select(n => n!).ToList();
     }
 
-    private static async Task<string> State(ConfiguredGuardian g, string hostId) =>
+    private static async Task<string> State(GuardianFixture g, string hostId) =>
         (await g.Admin.GetFromJsonAsync<JsonObject>($"v1/hosts/{hostId}"))!["state"]!.GetValue<string>();
 }
