@@ -253,21 +253,7 @@ internal static class EventLogCommands
         {
             Console.Error.WriteLine($"warning: the log starts PCR 0 at locality {replay.StartupLocality}; this TPM started at locality 0, so PCR 0 will differ");
         }
-        int extended = 0;
-        foreach (var e in log.Events)
-        {
-            if (e.UntrustedType == TcgEventType.NoAction || e.Pcr >= EventLogReplay.PcrCount || (log.Format == EventLogFormat.CryptoAgile && e.Number == 0))
-            {
-                continue;
-            }
-            var digests = banks.Select(b => (b, d: e.DigestFor(b))).Where(x => x.d is not null).Select(x => new TpmtHa(x.b, x.d!.Value.ToArray())).ToList();
-            if (digests.Count == 0)
-            {
-                continue;
-            }
-            c.PcrExtend((int)e.Pcr, new TpmlDigestValues(digests));
-            extended++;
-        }
+        int extended = Rempart.Host.Attestation.BootReplay.Extend(c, log);
         Console.Out.WriteLine($"extended {extended} events into {string.Join(", ", banks.Select(TpmHash.ToName))} of {c.Address}");
         return Program.Ok;
     }

@@ -29,23 +29,7 @@ public sealed class SwtpmHost : IDisposable
 
     public string? HostId { get; private set; }
 
-    public static void Replay(TpmClient c, byte[] log)
-    {
-        var parsed = EventLogParser.Parse(log);
-        var allocated = c.GetPcrBanks().Selections.Where(s => s.Pcrs.Count > 0).Select(s => s.Hash).ToHashSet();
-        foreach (var e in parsed.Events.Skip(parsed.Format == EventLogFormat.CryptoAgile ? 1 : 0))
-        {
-            if (e.UntrustedType == TcgEventType.NoAction || e.Pcr >= 24)
-            {
-                continue;
-            }
-            var digests = e.Digests.Where(d => allocated.Contains(d.Algorithm)).Select(d => new TpmtHa(d.Algorithm, d.Digest.ToArray())).ToList();
-            if (digests.Count > 0)
-            {
-                c.PcrExtend((int)e.Pcr, new TpmlDigestValues(digests));
-            }
-        }
-    }
+    public static void Replay(TpmClient c, byte[] log) => BootReplay.Extend(c, EventLogParser.Parse(log));
 
     public async Task<EnrolmentResult> EnrolAsync(GuardianClient guardian, string hostname = "hv1")
     {
