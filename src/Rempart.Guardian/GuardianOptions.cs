@@ -18,6 +18,9 @@ public sealed record GuardianOptions
     /// <summary>Enrolment challenge lifetime.</summary>
     public TimeSpan ChallengeLifetime { get; init; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>Requests per second allowed to one client address; 0 turns the limit off (load tests).</summary>
+    public int RateLimitPerSecond { get; init; } = 200;
+
     /// <summary>The Guardian's name in tokens (iss).</summary>
     public string Issuer { get; init; } = "rempart-guardian";
 }

@@ -60,9 +60,10 @@ public static class GuardianServer
         builder.Services.AddRateLimiter(r =>
         {
             r.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-            r.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(http =>
-                RateLimitPartition.GetFixedWindowLimiter(http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
-                    _ => new FixedWindowRateLimiterOptions { PermitLimit = 2000, Window = TimeSpan.FromSeconds(10), QueueLimit = 0 }));
+            r.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(http => opts.RateLimitPerSecond == 0
+                ? RateLimitPartition.GetNoLimiter("all")
+                : RateLimitPartition.GetFixedWindowLimiter(http.Connection.RemoteIpAddress?.ToString() ?? "unknown",
+                    _ => new FixedWindowRateLimiterOptions { PermitLimit = opts.RateLimitPerSecond * 10, Window = TimeSpan.FromSeconds(10), QueueLimit = 0 }));
         });
         Ops.OpsRegistration.AddGuardianOps(builder.Services);
         builder.WebHost.ConfigureKestrel(k =>

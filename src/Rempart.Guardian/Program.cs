@@ -14,12 +14,15 @@ public static class Program
     private const string Help = """
         Usage: rempart-guardian serve --data DIR [--listen ADDR:PORT] [--postgres CONNECTION]
                                       [--trusted-ek-cas DIR] [--insecure-http] [--secret-file FILE]
+                                      [--rate-limit N]
 
         Runs the Guardian (attestation service). HTTPS by default with a self-signed certificate made
         at first start (its fingerprint is printed); --insecure-http only on loopback. Storage is SQLite
         in DIR unless --postgres is given. The admin API token is written once to DIR/admin-token (0600).
         The secret protecting the token-signing and TLS keys at rest: REMPART_GUARDIAN_SECRET or --secret-file.
         Trusted TPM CA certificates for EK certificates: --trusted-ek-cas (default DIR/trusted-ek-cas).
+        --rate-limit N: requests per second allowed to one client address (default 200; 0 = no limit,
+        for load tests only).
 
         """;
 
@@ -56,6 +59,7 @@ public static class Program
     {
         string? data = null, listen = null, postgres = null, cas = null, secretFile = null;
         bool http = false;
+        int rateLimit = 200;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -67,6 +71,10 @@ public static class Program
                 case "--trusted-ek-cas": cas = Next(); break;
                 case "--secret-file": secretFile = Next(); break;
                 case "--insecure-http": http = true; break;
+                case "--rate-limit":
+                    var v = Next();
+                    rateLimit = int.TryParse(v, out var n) && n >= 0 ? n : throw new ArgumentException($"--rate-limit '{v}' is not a number of requests per second (0 = no limit)");
+                    break;
                 default: throw new ArgumentException($"unknown option {args[i]} (see --help)");
             }
         }
@@ -89,6 +97,6 @@ public static class Program
             throw new ArgumentException("no key secret: set REMPART_GUARDIAN_SECRET or pass --secret-file (it protects the Guardian's keys at rest)");
         }
         var full = Path.GetFullPath(data);
-        return new ServeOptions(new GuardianOptions { DataDir = full, TrustedEkCaDir = cas ?? Path.Combine(full, "trusted-ek-cas") }, endpoint, http, postgres, secret);
+        return new ServeOptions(new GuardianOptions { DataDir = full, TrustedEkCaDir = cas ?? Path.Combine(full, "trusted-ek-cas"), RateLimitPerSecond = rateLimit }, endpoint, http, postgres, secret);
     }
 }
