@@ -93,7 +93,12 @@ public static class SecretSharing
         return KeyConversion.Pad(cBytes, k);
     }
 
-    private static byte[] Mgf1(TpmAlgId hash, ReadOnlySpan<byte> seed, int length)
+    /// <summary>
+    /// MGF1 (RFC 8017 §B.2.1), the mask generation function of OAEP: the concatenation of
+    /// H(seed ‖ counter) for a 32-bit big-endian counter from 0, truncated to <paramref name="length"/>.
+    /// Public so that the other side of OAEP (a TPM played in software) reuses this one.
+    /// </summary>
+    public static byte[] Mgf1(TpmAlgId hash, ReadOnlySpan<byte> seed, int length)
     {
         var output = new byte[length];
         var block = new byte[seed.Length + 4];
