@@ -12,7 +12,7 @@ namespace Rempart.Cli;
 /// </summary>
 internal static class HostCommands
 {
-    private static readonly HashSet<string> Flags = ["help"];
+    private static readonly HashSet<string> Flags = ["help", "no-auto-approve"];
 
     private const string ConnectionHelp = """
           --guardian URL              the Guardian (or REMPART_GUARDIAN); https, or http on loopback only
@@ -118,8 +118,12 @@ internal static class HostCommands
     {
         var a = new Args(argv, Flags);
         if (Program.ShowHelp(a, $"""
-            Usage: rempart host list|show ID|approve ID --group G   --guardian URL --token-file FILE [--format text|json]
+            Usage: rempart host list|show ID|approve ID --group G|remove ID   --guardian URL --token-file FILE [--format text|json]
                    rempart hostgroup create NAME [--description D] [--approve-ek-issuer DN] | list   (same options)
+                   rempart hostgroup update NAME [--description D] [--approve-ek-issuer DN|--no-auto-approve]
+                   rempart hostgroup delete NAME          (refused while hosts are in the group)
+
+            'host remove' revokes the host's health tokens at once; its TPM may enrol again later.
             {ConnectionHelp}  --token-file FILE           an API token (REMPART_GUARDIAN_TOKEN_FILE)
 
             """))
@@ -149,6 +153,38 @@ internal static class HostCommands
                     a.EnsureAllUsed();
                     result = await guardian.PostJsonAsync($"v1/hosts/{Uri.EscapeDataString(hid)}/approve", new { group });
                     break;
+                case "host remove":
+                    var rid = Arg("host id");
+                    a.EnsureAllUsed();
+                    result = await guardian.SendJsonAsync(HttpMethod.Delete, $"v1/hosts/{Uri.EscapeDataString(rid)}", null);
+                    break;
+                case "hostgroup update":
+                    var uname = Arg("group name");
+                    var patch = new JsonObject();
+                    if (a.Get("description") is { } d)
+                    {
+                        patch["description"] = d;
+                    }
+                    if (a.Get("approve-ek-issuer") is { } issuer)
+                    {
+                        patch["approveEkIssuer"] = issuer;
+                    }
+                    if (a.Flag("no-auto-approve"))
+                    {
+                        patch["approveEkIssuer"] = null;
+                    }
+                    a.EnsureAllUsed();
+                    if (patch.Count == 0)
+                    {
+                        throw new UsageException("nothing to change: give --description, --approve-ek-issuer or --no-auto-approve");
+                    }
+                    result = await guardian.SendJsonAsync(HttpMethod.Patch, $"v1/hostgroups/{Uri.EscapeDataString(uname)}", patch);
+                    break;
+                case "hostgroup delete":
+                    var dname = Arg("group name");
+                    a.EnsureAllUsed();
+                    result = await guardian.SendJsonAsync(HttpMethod.Delete, $"v1/hostgroups/{Uri.EscapeDataString(dname)}", null);
+                    break;
                 case "hostgroup create":
                     var name = Arg("group name");
                     var body = new { name, description = a.Get("description") ?? "", approveEkIssuer = a.Get("approve-ek-issuer") };
@@ -175,14 +211,18 @@ internal static class HostCommands
         _ => Line(node),
     };
 
-    private static string Line(JsonNode n) => n["id"] is not null
-        ? $"{n["id"]}  {n["hostname"]}  {n["state"]}  group={n["group"] ?? "-"}  last={n["lastStatus"] ?? "-"}"
-        : $"{n["name"]}  {n["description"]}{(n["approveEkIssuer"] is { } i ? $"  auto-approve EK issuer '{i}'" : "")}";
+    private static string Line(JsonNode n) => n switch
+    {
+        _ when n["hostname"] is not null => $"{n["id"]}  {n["hostname"]}  {n["state"]}  group={n["group"] ?? "-"}  last={n["lastStatus"] ?? "-"}",
+        _ when n["revokedTokens"] is not null => $"{n["id"]}: {n["state"]} ({n["revokedTokens"]} health token(s) revoked)",
+        _ when n["deleted"] is not null => $"host group {n["name"]} deleted",
+        _ => $"{n["name"]}  {n["description"]}{(n["approveEkIssuer"] is { } i ? $"  auto-approve EK issuer '{i}'" : "")}",
+    };
 
-    private static void Report(string format, JsonNode json, string text) =>
+    internal static void Report(string format, JsonNode json, string text) =>
         Console.Out.WriteLine(format == "json" ? json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) : text);
 
-    private static int GuardianError(GuardianException e)
+    internal static int GuardianError(GuardianException e)
     {
         Console.Error.WriteLine($"error: {e.Id}: {e.Message}");
         return e.Status == 0 ? Program.Failure : e.Status is 401 or 403 or 404 or 409 or 400 ? Program.Invalid : Program.Failure;

@@ -40,10 +40,13 @@ public static class Program
           eventlog verify --log FILE --ak FILE --msg FILE --sig FILE --nonce HEX [--pcrs FILE]
                                                             quote check plus replay, a verdict per PCR
 
-        Guardian (attestation service; run it with scripts/rempart-guardian serve):
+        Guardian (attestation service):
+          guardian serve --data DIR [options]                       run the Guardian (rempart guardian serve --help)
           host attest --guardian URL --tpm ADDR [--eventlog FILE]   enrol (first time) and attest once
-          host list | host show ID | host approve ID --group G      admin, with --token-file FILE
-          hostgroup create NAME [--approve-ek-issuer DN] | hostgroup list
+          host list | host show ID | host approve ID --group G | host remove ID   admin, with --token-file FILE
+          host allow-ek --ek-public FILE | host disallow-ek NAME | host allowed-eks   TPMs without EK certificate
+          hostgroup create NAME [--approve-ek-issuer DN] | update NAME | delete NAME | list
+          token create NAME --role fabric-admin|tenant|auditor | token list | token revoke ID   API tokens
           policy create|list|assign|test|baseline                   policies (rempart policy --help)
           audit verify | audit export [--from SEQ]                  audit log: verify its hash chain / export JSON lines (--token-file FILE)
 
@@ -85,8 +88,11 @@ public static class Program
                 ("eventlog", "verify") => EventLogCommands.Verify(rest),
                 ("host", "attest") => HostCommands.Attest(rest).GetAwaiter().GetResult(),
                 ("policy", "create" or "list" or "assign" or "test" or "baseline") => PolicyCommands.Run(verb, rest).GetAwaiter().GetResult(),
-                ("host", "list" or "show" or "approve") or ("hostgroup", "create" or "list") =>
+                ("host", "list" or "show" or "approve" or "remove") or ("hostgroup", "create" or "list" or "update" or "delete") =>
                     HostCommands.Admin($"{group} {verb}", rest).GetAwaiter().GetResult(),
+                ("host", "allow-ek" or "disallow-ek" or "allowed-eks") or ("token", "create" or "list" or "revoke") =>
+                    FabricCommands.Run($"{group} {verb}", rest).GetAwaiter().GetResult(),
+                ("guardian", "serve") => GuardianCommands.Serve(rest),
                 ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };

@@ -156,7 +156,7 @@ internal static class TpmCommands
     public static int Ek(string[] argv)
     {
         var a = new Args(argv, Flags);
-        if (Program.ShowHelp(a, "Usage: rempart tpm ek --tpm ADDR [--type rsa|ecc] [--format text|json|pem]\n\nRe-creates the endorsement key from the TCG template (L-1 rsa, L-2 ecc), shows its Name and public key, and the EK certificate from NV (0x01c00002 rsa, 0x01c0000a ecc) when the TPM has one.\n"))
+        if (Program.ShowHelp(a, "Usage: rempart tpm ek --tpm ADDR [--type rsa|ecc] [--format text|json|pem] [--out FILE]\n\nRe-creates the endorsement key from the TCG template (L-1 rsa, L-2 ecc), shows its Name and public key, and the EK certificate from NV (0x01c00002 rsa, 0x01c0000a ecc) when the TPM has one.\n--out FILE writes the EK's TPM2B_PUBLIC (tpm2-tools format), what 'rempart host allow-ek' takes for a TPM without EK certificate.\n"))
         {
             return Program.Ok;
         }
@@ -166,9 +166,14 @@ internal static class TpmCommands
         {
             throw new UsageException($"--type must be rsa or ecc (got '{type}')");
         }
+        var outFile = a.Get("out");
         using var c = Open(a);
         a.EnsureAllUsed();
         var ek = c.CreateEk(type);
+        if (outFile is not null)
+        {
+            File.WriteAllBytes(outFile, ek.Public.ToSizedBytes());
+        }
         c.FlushContext(ek.Handle!.Value);
         var cert = c.ReadEkCertificate(type);
         bool certMatches = cert is not null && CertMatches(cert, ek.Public);

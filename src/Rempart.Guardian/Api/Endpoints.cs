@@ -18,6 +18,8 @@ public static class Endpoints
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" }));
         Ops.OpsRegistration.MapOps(app);
         PolicyEndpoints.Map(app);
+        KeyEndpoints.Map(app);
+        FabricEndpoints.Map(app);
         app.MapGet("/.well-known/jwks.json", (HealthTokens t) => Results.Json(t.Jwks()));
 
         app.MapPost("/v1/enrolments", async (EnrolmentRequest req, EnrolmentService svc, CancellationToken ct) =>
@@ -99,7 +101,9 @@ public static class Endpoints
             {
                 return Problems.Of("group.name", "a group name is 1-64 letters, digits, '-' or '_'");
             }
-            var group = new HostGroupRecord(name, body["description"]?.GetValue<string>() ?? "", body["approveEkIssuer"]?.GetValue<string>(), null, time.GetUtcNow());
+            // Saving an existing group again keeps its policy (assigned separately).
+            var existing = await store.GetGroupAsync(name, http.RequestAborted);
+            var group = new HostGroupRecord(name, body["description"]?.GetValue<string>() ?? "", body["approveEkIssuer"]?.GetValue<string>(), existing?.PolicyId, time.GetUtcNow());
             await store.UpsertGroupAsync(group, http.RequestAborted);
             await audit.WriteAsync("group.saved", name, new { group.ApproveEkIssuer }, http.RequestAborted);
             return Results.Ok(group);

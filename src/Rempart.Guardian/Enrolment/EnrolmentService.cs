@@ -41,7 +41,14 @@ public sealed class EnrolmentService(IGuardianStore store, GuardianOptions optio
         {
             throw new EnrolmentException("enrol.ek.attributes", "the EK must be a fixedTPM, fixedParent, restricted decryption key");
         }
-        CheckEkCertificate(ek, certDer);
+        if (certDer is null)
+        {
+            await CheckEkAllowedAsync(ek, ct);
+        }
+        else
+        {
+            CheckEkCertificate(ek, certDer);
+        }
         if ((ak.ObjectAttributes & RequiredAk) != RequiredAk || ak.Has(TpmaObject.Decrypt))
         {
             throw new EnrolmentException("enrol.ak.attributes",
@@ -127,17 +134,33 @@ public sealed class EnrolmentService(IGuardianStore store, GuardianOptions optio
         }
         var host = new HostRecord(hostId, challenge.Hostname, challenge.EkPublic, challenge.EkCertificate, challenge.AkPublic, akName,
             state, group, now, null, null, null, null, null);
-        await store.InsertHostAsync(host, ct);
-        await audit.WriteAsync("host.enrolled", hostId, new { challenge.Hostname, akName, state, group }, ct);
+        if (await store.GetHostAsync(hostId, ct) is { State: HostStates.Removed })
+        {
+            // A removed host that enrols again starts over as a new enrolment (same TPM, same id).
+            await store.UpdateHostAsync(host, ct);
+        }
+        else
+        {
+            await store.InsertHostAsync(host, ct);
+        }
+        await audit.WriteAsync("host.enrolled", hostId, new { challenge.Hostname, akName, state, group, ekCertified = challenge.EkCertificate is not null }, ct);
         return new EnrolmentResult(hostId, state, group);
     }
 
-    private void CheckEkCertificate(TpmtPublic ek, byte[]? der)
+    /// <summary>A TPM without EK certificate is accepted only when an admin allowed this exact EK.</summary>
+    private async Task CheckEkAllowedAsync(TpmtPublic ek, CancellationToken ct)
     {
-        if (der is null)
+        var name = Convert.ToHexStringLower(ek.Name());
+        var allowed = await store.GetEkAllowAsync(name, ct);
+        if (allowed is null || !CryptographicOperations.FixedTimeEquals(TpmtPublic.ParseSized(allowed.EkPublic).Name(), ek.Name()))
         {
-            throw new EnrolmentException("enrol.ek.no-certificate", "the TPM presented no EK certificate; TPMs without one need an explicit admin allow of their EK (not available yet)");
+            throw new EnrolmentException("enrol.ek.no-certificate",
+                $"the TPM presented no EK certificate and its EK (name {name}) is not allowed: an admin can allow it with 'rempart host allow-ek --ek-public FILE'");
         }
+    }
+
+    private void CheckEkCertificate(TpmtPublic ek, byte[] der)
+    {
         X509Certificate2 cert;
         try
         {

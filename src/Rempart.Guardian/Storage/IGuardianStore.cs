@@ -53,6 +53,12 @@ public sealed record IssuedTokenRecord(string Jti, string HostId, DateTimeOffset
 public sealed record ApiTokenRecord(string Id, string Name, string Role, byte[] TokenHash, DateTimeOffset CreatedAt);
 
 /// <summary>
+/// An admin's explicit allow of a TPM that has no EK certificate: the EK public area itself
+/// (its TPM Name is the key), so enrolment can still prove the AK lives with this EK.
+/// </summary>
+public sealed record EkAllowRecord(string EkName, byte[] EkPublic, string Comment, DateTimeOffset AllowedAt);
+
+/// <summary>
 /// The last verified evidence of a host (for baselines and "what would fail?"), with the quote,
 /// its signature and nonce so that it can be verified again (null in rows from before schema 3).
 /// </summary>
@@ -119,6 +125,20 @@ public interface IGuardianStore : IAsyncDisposable
     Task InsertApiTokenAsync(ApiTokenRecord token, CancellationToken ct = default);
 
     Task<ApiTokenRecord?> FindApiTokenAsync(byte[] tokenHash, CancellationToken ct = default);
+
+    Task<IReadOnlyList<ApiTokenRecord>> ListApiTokensAsync(CancellationToken ct = default);
+
+    /// <summary>Deletes an API token by id; false when there was none.</summary>
+    Task<bool> DeleteApiTokenAsync(string id, CancellationToken ct = default);
+
+    /// <summary>Allows (or re-allows, replacing the comment) an EK without certificate.</summary>
+    Task UpsertEkAllowAsync(EkAllowRecord allow, CancellationToken ct = default);
+
+    Task<EkAllowRecord?> GetEkAllowAsync(string ekName, CancellationToken ct = default);
+
+    Task<IReadOnlyList<EkAllowRecord>> ListEkAllowsAsync(CancellationToken ct = default);
+
+    Task<bool> DeleteEkAllowAsync(string ekName, CancellationToken ct = default);
 
     Task SaveEvidenceAsync(EvidenceRecord evidence, CancellationToken ct = default);
 

@@ -132,6 +132,16 @@ public static class Migrations
             "ALTER TABLE evidence ADD COLUMN quote_signature {bytes} NULL",
             "ALTER TABLE evidence ADD COLUMN nonce {bytes} NULL",
         ]),
+        new(5, "EK allow list for TPMs without EK certificate",
+        [
+            """
+            CREATE TABLE ek_allowlist (
+              ek_name TEXT PRIMARY KEY,
+              ek_public {bytes} NOT NULL,
+              comment TEXT NOT NULL,
+              allowed_at BIGINT NOT NULL)
+            """,
+        ]),
     ];
 
     public static int Latest => Steps[^1].Version;

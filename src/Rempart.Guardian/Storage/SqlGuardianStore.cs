@@ -98,6 +98,24 @@ public abstract class SqlGuardianStore : IGuardianStore
     public Task<ApiTokenRecord?> FindApiTokenAsync(byte[] tokenHash, CancellationToken ct = default) =>
         QuerySingleAsync(StoreSql.SelectApiToken + " WHERE token_hash = @hash", cmd => StoreSql.Bind(cmd, "@hash", tokenHash), StoreSql.ReadApiToken, ct);
 
+    public Task<IReadOnlyList<ApiTokenRecord>> ListApiTokensAsync(CancellationToken ct = default) =>
+        QueryAsync(StoreSql.SelectApiToken + " ORDER BY created_at, id", _ => { }, StoreSql.ReadApiToken, ct);
+
+    public async Task<bool> DeleteApiTokenAsync(string id, CancellationToken ct = default) =>
+        await ExecuteAsync("DELETE FROM api_tokens WHERE id = @id", cmd => StoreSql.Bind(cmd, "@id", id), ct) == 1;
+
+    public Task UpsertEkAllowAsync(EkAllowRecord allow, CancellationToken ct = default) =>
+        ExecuteAsync(StoreSql.UpsertEkAllow, cmd => StoreSql.BindEkAllow(cmd, allow), ct);
+
+    public Task<EkAllowRecord?> GetEkAllowAsync(string ekName, CancellationToken ct = default) =>
+        QuerySingleAsync(StoreSql.SelectEkAllow + " WHERE ek_name = @ek_name", cmd => StoreSql.Bind(cmd, "@ek_name", ekName), StoreSql.ReadEkAllow, ct);
+
+    public Task<IReadOnlyList<EkAllowRecord>> ListEkAllowsAsync(CancellationToken ct = default) =>
+        QueryAsync(StoreSql.SelectEkAllow + " ORDER BY allowed_at, ek_name", _ => { }, StoreSql.ReadEkAllow, ct);
+
+    public async Task<bool> DeleteEkAllowAsync(string ekName, CancellationToken ct = default) =>
+        await ExecuteAsync("DELETE FROM ek_allowlist WHERE ek_name = @ek_name", cmd => StoreSql.Bind(cmd, "@ek_name", ekName), ct) == 1;
+
     public Task SaveEvidenceAsync(EvidenceRecord evidence, CancellationToken ct = default) =>
         ExecuteAsync(StoreSql.SaveEvidence, cmd => StoreSql.BindEvidence(cmd, evidence), ct);
 

@@ -85,6 +85,12 @@ internal static class StoreSql
     public const string InsertApiToken =
         "INSERT INTO api_tokens (id, name, role, token_hash, created_at) VALUES (@id, @name, @role, @token_hash, @created_at)";
 
+    public const string SelectEkAllow = "SELECT ek_name, ek_public, comment, allowed_at FROM ek_allowlist";
+
+    public const string UpsertEkAllow =
+        "INSERT INTO ek_allowlist (ek_name, ek_public, comment, allowed_at) VALUES (@ek_name, @ek_public, @comment, @allowed_at) " +
+        "ON CONFLICT (ek_name) DO UPDATE SET comment = excluded.comment, allowed_at = excluded.allowed_at";
+
     public const string SelectEvidence = "SELECT host_id, at, event_log, pcrs_json, status, quote, quote_signature, nonce FROM evidence";
 
     /// <summary>One row per host, the newest: saving older evidence than the stored one changes nothing.</summary>
@@ -197,6 +203,16 @@ internal static class StoreSql
 
     public static ApiTokenRecord ReadApiToken(DbDataReader r) =>
         new(r.GetString(0), r.GetString(1), r.GetString(2), Bytes(r, 3), Time(r, 4));
+
+    public static void BindEkAllow(DbCommand cmd, EkAllowRecord a)
+    {
+        Bind(cmd, "@ek_name", a.EkName);
+        Bind(cmd, "@ek_public", a.EkPublic);
+        Bind(cmd, "@comment", a.Comment);
+        Bind(cmd, "@allowed_at", Ms(a.AllowedAt));
+    }
+
+    public static EkAllowRecord ReadEkAllow(DbDataReader r) => new(r.GetString(0), Bytes(r, 1), r.GetString(2), Time(r, 3));
 
     public static void BindEvidence(DbCommand cmd, EvidenceRecord e)
     {

@@ -59,6 +59,10 @@ public sealed class GuardianClient : IDisposable
     public Task<JsonNode> PostJsonAsync(string path, object body, CancellationToken ct = default) =>
         SendAsync(new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) }, ct);
 
+    /// <summary>Any verb (DELETE, PATCH …) with an optional JSON body; the answer as JSON.</summary>
+    public Task<JsonNode> SendJsonAsync(HttpMethod method, string path, object? body, CancellationToken ct = default) =>
+        SendAsync(new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) }, ct);
+
     /// <summary>POSTs JSON and returns the answer as text (e.g. a YAML policy baseline).</summary>
     public async Task<string> PostForTextAsync(string path, object body, CancellationToken ct = default)
     {

@@ -41,8 +41,8 @@ public sealed class PostgresStoreTests : StoreContractTests
         await c.OpenAsync();
         await using var cmd = new NpgsqlCommand(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND data_type = 'bytea'", c);
-        // 11 in schema 1, plus evidence.quote, quote_signature and nonce (schema 3).
-        Assert.Equal(14L, await cmd.ExecuteScalarAsync());
+        // 11 in schema 1, plus evidence.quote, quote_signature and nonce (schema 3), ek_allowlist.ek_public (schema 5).
+        Assert.Equal(15L, await cmd.ExecuteScalarAsync());
     }
 
     /// <summary>The server, in a schema; the tests' own connections are unpooled so that no idle ones pile up.</summary>
