@@ -12,6 +12,7 @@ packages=(
   fdisk kmod                              # the test guest's GPT (sfdisk) and modules.dep (depmod)
   openssl xxd                             # used by the demo and tests
   postgresql                              # the Guardian's shared store (tests run a private cluster)
+  softhsm2 opensc                         # PKCS#11 token for the Guardian's HSM path; pkcs11-tool cross-checks it
 )
 
 missing=()
