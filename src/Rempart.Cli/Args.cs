@@ -6,14 +6,16 @@ public sealed class UsageException(string message) : Exception(message);
 /// <summary>
 /// Minimal, strict option parsing in the style of kubectl/virsh: verbs first, then
 /// <c>--name value</c> or <c>--name=value</c>. Unknown options and missing values are
-/// usage errors, never ignored.
+/// usage errors, never ignored. An option is given once, unless the command declares it
+/// repeatable (read with <see cref="GetAll"/>).
 /// </summary>
 public sealed class Args
 {
     private readonly Dictionary<string, string?> _options = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<string>> _repeated = new(StringComparer.Ordinal);
     private readonly HashSet<string> _used = new(StringComparer.Ordinal);
 
-    public Args(IEnumerable<string> args, IReadOnlySet<string> flags)
+    public Args(IEnumerable<string> args, IReadOnlySet<string> flags, IReadOnlySet<string>? repeatable = null)
     {
         var list = args.ToList();
         for (int i = 0; i < list.Count; i++)
@@ -44,6 +46,16 @@ public sealed class Args
                 }
                 value = list[++i];
             }
+            if (repeatable?.Contains(name) == true && value is not null)
+            {
+                if (!_repeated.TryGetValue(name, out var values))
+                {
+                    _repeated[name] = values = [];
+                    _options[name] = value;
+                }
+                values.Add(value);
+                continue;
+            }
             if (_options.ContainsKey(name))
             {
                 throw new UsageException($"option --{name} given twice");
@@ -66,6 +78,13 @@ public sealed class Args
     {
         _used.Add(name);
         return _options.TryGetValue(name, out var v) ? v : null;
+    }
+
+    /// <summary>Every value of a repeatable option, in order (empty when not given).</summary>
+    public IReadOnlyList<string> GetAll(string name)
+    {
+        _used.Add(name);
+        return _repeated.TryGetValue(name, out var v) ? v : [];
     }
 
     public string Require(string name, string what) =>

@@ -50,6 +50,12 @@ public static class Program
           policy create|list|assign|test|baseline                   policies (rempart policy --help)
           audit verify | audit export [--from SEQ]                  audit log: verify its hash chain / export JSON lines (--token-file FILE)
 
+        Tenant (offline, docs/key-protector.md):
+          owner create --out DIR                                    owner key (owner.key encrypted, owner.pub)
+          kp create --owner owner.pub --guardian META.json --shielding S --host-group G --vm-id ID --out vm.kp
+          kp show KP | kp verify KP --owner-key owner.key           what a key protector says / check its integrity
+          kp recover KP --owner-key owner.key --out FILE|-          the owner recovers the VM master key
+
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
         (--tpm may be omitted when REMPART_TPM is set).
 
@@ -94,6 +100,8 @@ public static class Program
                     FabricCommands.Run($"{group} {verb}", rest).GetAwaiter().GetResult(),
                 ("guardian", "serve") => GuardianCommands.Serve(rest),
                 ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),
+                ("owner", "create" or "--help" or "-h") => OwnerCommands.Create(argv.Skip(1).ToArray()),
+                ("kp", "create" or "show" or "recover" or "verify" or "--help" or "-h") => KpCommands.Run(verb, rest),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };
         }
