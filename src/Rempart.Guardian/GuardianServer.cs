@@ -11,13 +11,15 @@ using Microsoft.Extensions.Logging;
 using Rempart.Guardian.Api;
 using Rempart.Guardian.Attestation;
 using Rempart.Guardian.Enrolment;
+using Rempart.Guardian.Keys;
 using Rempart.Guardian.Storage;
 using Rempart.Guardian.Tokens;
+using Rempart.KeyProtection;
 
 namespace Rempart.Guardian;
 
-/// <summary>How to run the Guardian: where to listen, which store, which secret protects its keys at rest.</summary>
-public sealed record ServeOptions(GuardianOptions Guardian, IPEndPoint Listen, bool InsecureHttp, string? PostgresConnection, byte[] KeySecret);
+/// <summary>How to run the Guardian: where to listen, which store, which secret protects its keys at rest, which key provider (default: file).</summary>
+public sealed record ServeOptions(GuardianOptions Guardian, IPEndPoint Listen, bool InsecureHttp, string? PostgresConnection, byte[] KeySecret, KeyProviderOptions? Keys = null);
 
 /// <summary>Builds the Guardian web application: storage, keys, services, the API, HTTPS.</summary>
 public static class GuardianServer
@@ -37,7 +39,7 @@ public static class GuardianServer
             ? new PostgresGuardianStore(pg)
             : new SqliteGuardianStore(opts.DataDir);
         await store.MigrateAsync();
-        var signingKey = TokenSigningKey.LoadOrCreate(Path.Combine(opts.DataDir, "token-signing-key.p8"), serve.KeySecret);
+        var keys = (serve.Keys ?? new KeyProviderOptions()).Open(opts.DataDir, serve.KeySecret, time);
         var adminFile = await AdminAuth.EnsureAdminTokenAsync(store, opts.DataDir, time);
 
         var builder = WebApplication.CreateSlimBuilder();
@@ -47,13 +49,15 @@ public static class GuardianServer
         builder.Services.AddSingleton(store);
         builder.Services.AddSingleton(opts);
         builder.Services.AddSingleton(time);
-        builder.Services.AddSingleton(signingKey);
-        builder.Services.AddSingleton(new HealthTokens(signingKey, opts.Issuer));
+        builder.Services.AddSingleton(keys);
+        builder.Services.AddSingleton<IGuardianKeyOperations>(keys);
+        builder.Services.AddSingleton(new HealthTokens(keys, opts.Issuer));
         builder.Services.AddSingleton<Audit>();
         builder.Services.AddSingleton<EnrolmentService>();
         builder.Services.AddSingleton<PolicyCatalog>();
         builder.Services.AddSingleton<AttestationService>();
         builder.Services.AddSingleton<AdminAuth>();
+        builder.Services.AddSingleton<Release.ReleaseService>();
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi("v1");
         // Per-client request budget: generous for a fleet behind one NAT, bounded for a flood.
@@ -85,7 +89,7 @@ public static class GuardianServer
         app.Lifetime.ApplicationStopped.Register(() =>
         {
             store.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            signingKey.Dispose();
+            keys.Dispose();
         });
         app.UseExceptionHandler(e => e.Run(async http =>
         {

@@ -14,7 +14,8 @@ public static class Program
     private const string Help = """
         Usage: rempart-guardian serve --data DIR [--listen ADDR:PORT] [--postgres CONNECTION]
                                       [--trusted-ek-cas DIR] [--insecure-http] [--secret-file FILE]
-                                      [--rate-limit N]
+                                      [--rate-limit N] [--key-provider file|pkcs11]
+                                      [--pkcs11-module PATH --pkcs11-token LABEL --pkcs11-pin-file FILE]
 
         Runs the Guardian (attestation service). HTTPS by default with a self-signed certificate made
         at first start (its fingerprint is printed); --insecure-http only on loopback. Storage is SQLite
@@ -23,6 +24,10 @@ public static class Program
         Trusted TPM CA certificates for EK certificates: --trusted-ek-cas (default DIR/trusted-ek-cas).
         --rate-limit N: requests per second allowed to one client address (default 200; 0 = no limit,
         for load tests only).
+        --key-provider: where the token-signing and key-protector keys live: file (default; encrypted
+        under DIR/keys with the key secret) or pkcs11 (generated in a PKCS#11 token, never leaving it:
+        --pkcs11-module the module's path, --pkcs11-token the token label, --pkcs11-pin-file a 0600 file
+        holding the user PIN).
 
         """;
 
@@ -48,7 +53,8 @@ public static class Program
             return 2;
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException
-            or System.Security.Cryptography.CryptographicException or System.Net.Sockets.SocketException)
+            or System.Security.Cryptography.CryptographicException or System.Net.Sockets.SocketException
+            or Rempart.KeyProtection.KeyProviderException)
         {
             Console.Error.WriteLine("error: " + e.Message);
             return 3;
@@ -58,6 +64,8 @@ public static class Program
     internal static ServeOptions Parse(string[] args)
     {
         string? data = null, listen = null, postgres = null, cas = null, secretFile = null;
+        string keyProvider = "file";
+        string? pkcs11Module = null, pkcs11Token = null, pkcs11PinFile = null;
         bool http = false;
         int rateLimit = 200;
         for (int i = 0; i < args.Length; i++)
@@ -71,6 +79,16 @@ public static class Program
                 case "--trusted-ek-cas": cas = Next(); break;
                 case "--secret-file": secretFile = Next(); break;
                 case "--insecure-http": http = true; break;
+                case "--key-provider":
+                    keyProvider = Next();
+                    if (keyProvider is not ("file" or "pkcs11"))
+                    {
+                        throw new ArgumentException($"--key-provider '{keyProvider}': file or pkcs11");
+                    }
+                    break;
+                case "--pkcs11-module": pkcs11Module = Next(); break;
+                case "--pkcs11-token": pkcs11Token = Next(); break;
+                case "--pkcs11-pin-file": pkcs11PinFile = Next(); break;
                 case "--rate-limit":
                     var v = Next();
                     rateLimit = int.TryParse(v, out var n) && n >= 0 ? n : throw new ArgumentException($"--rate-limit '{v}' is not a number of requests per second (0 = no limit)");
@@ -96,7 +114,12 @@ public static class Program
         {
             throw new ArgumentException("no key secret: set REMPART_GUARDIAN_SECRET or pass --secret-file (it protects the Guardian's keys at rest)");
         }
+        if (keyProvider == "pkcs11" && (pkcs11Module is null || pkcs11Token is null || pkcs11PinFile is null))
+        {
+            throw new ArgumentException("--key-provider pkcs11 needs --pkcs11-module PATH, --pkcs11-token LABEL and --pkcs11-pin-file FILE");
+        }
         var full = Path.GetFullPath(data);
-        return new ServeOptions(new GuardianOptions { DataDir = full, TrustedEkCaDir = cas ?? Path.Combine(full, "trusted-ek-cas"), RateLimitPerSecond = rateLimit }, endpoint, http, postgres, secret);
+        return new ServeOptions(new GuardianOptions { DataDir = full, TrustedEkCaDir = cas ?? Path.Combine(full, "trusted-ek-cas"), RateLimitPerSecond = rateLimit }, endpoint, http, postgres, secret,
+            new Keys.KeyProviderOptions(keyProvider, pkcs11Module, pkcs11Token, pkcs11PinFile));
     }
 }

@@ -20,6 +20,7 @@ public static class Endpoints
         PolicyEndpoints.Map(app);
         KeyEndpoints.Map(app);
         FabricEndpoints.Map(app);
+        ReleaseEndpoints.Map(app);
         app.MapGet("/.well-known/jwks.json", (HealthTokens t) => Results.Json(t.Jwks()));
 
         app.MapPost("/v1/enrolments", async (EnrolmentRequest req, EnrolmentService svc, CancellationToken ct) =>

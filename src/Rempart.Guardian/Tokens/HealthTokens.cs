@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Rempart.Guardian.Keys;
 
 namespace Rempart.Guardian.Tokens;
 
@@ -11,15 +12,32 @@ namespace Rempart.Guardian.Tokens;
 /// claims (IETF draft-ietf-rats-ear: <c>ear.status</c> affirming / warning / contraindicated,
 /// a trust vector, the appraisal policy id) plus the host, its group, the binding key thumbprint
 /// and the quoted PCR digest. Short lifetime; every jti is recorded so it can be revoked.
+/// Signatures are made by the key provider (in the HSM with PKCS#11); this class only holds the
+/// public key, to verify and to publish.
 /// </summary>
-public sealed class HealthTokens(TokenSigningKey key, string issuer)
+public sealed class HealthTokens
 {
+    private readonly IGuardianKeyProvider _keys;
+    private readonly string _issuer;
+    private readonly string _kid;
+    private readonly ECParameters _public;
+
+    public HealthTokens(IGuardianKeyProvider keys, string issuer)
+    {
+        _keys = keys;
+        _issuer = issuer;
+        _kid = keys.SigningKid;
+        using var key = ECDsa.Create();
+        key.ImportSubjectPublicKeyInfo(keys.SigningPublicKey, out _);
+        _public = key.ExportParameters(false);
+    }
+
     public string Issue(HealthClaims claims, DateTimeOffset issuedAt, DateTimeOffset expiresAt)
     {
-        var header = new JsonObject { ["alg"] = "ES256", ["typ"] = "JWT", ["kid"] = key.KeyId };
+        var header = new JsonObject { ["alg"] = "ES256", ["typ"] = "JWT", ["kid"] = _kid };
         var payload = new JsonObject
         {
-            ["iss"] = issuer,
+            ["iss"] = _issuer,
             ["sub"] = claims.HostId,
             ["iat"] = issuedAt.ToUnixTimeSeconds(),
             ["exp"] = expiresAt.ToUnixTimeSeconds(),
@@ -37,11 +55,13 @@ public sealed class HealthTokens(TokenSigningKey key, string issuer)
             ["rempart.host"] = claims.HostId,
             ["rempart.group"] = claims.Group,
             ["rempart.binding-key"] = claims.BindingKeyThumbprint,
+            // The binding key's TPM2B_PUBLIC: what a release wraps to (its Name is the claim above).
+            ["rempart.binding-public"] = claims.BindingPublic is null ? null : B64(claims.BindingPublic),
             ["rempart.pcr-digest"] = claims.PcrDigest,
             ["rempart.reset-count"] = claims.ResetCount,
         };
         string signingInput = B64(JsonSerializer.SerializeToUtf8Bytes(header)) + "." + B64(JsonSerializer.SerializeToUtf8Bytes(payload));
-        var sig = key.Key.SignData(Encoding.ASCII.GetBytes(signingInput), HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        var sig = _keys.SignEs256(Encoding.ASCII.GetBytes(signingInput));
         return signingInput + "." + B64(sig);
     }
 
@@ -57,13 +77,14 @@ public sealed class HealthTokens(TokenSigningKey key, string issuer)
         try
         {
             var header = JsonNode.Parse(Base64Url.DecodeFromChars(parts[0])) as JsonObject;
-            if (header?["alg"]?.GetValue<string>() != "ES256" || header["kid"]?.GetValue<string>() != key.KeyId)
+            if (header?["alg"]?.GetValue<string>() != "ES256" || header["kid"]?.GetValue<string>() != _kid)
             {
                 reason = "token.key";
                 return null;
             }
             var sig = Base64Url.DecodeFromChars(parts[2]);
-            if (!key.Key.VerifyData(Encoding.ASCII.GetBytes(parts[0] + "." + parts[1]), sig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
+            using var key = ECDsa.Create(_public);
+            if (!key.VerifyData(Encoding.ASCII.GetBytes(parts[0] + "." + parts[1]), sig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
             {
                 reason = "token.signature";
                 return null;
@@ -88,14 +109,14 @@ public sealed class HealthTokens(TokenSigningKey key, string issuer)
     /// <summary>The JWKS document (RFC 7517) relying parties use to check tokens.</summary>
     public JsonObject Jwks()
     {
-        var p = key.Key.ExportParameters(false);
+        var p = _public;
         return new JsonObject
         {
             ["keys"] = new JsonArray(new JsonObject
             {
                 ["kty"] = "EC",
                 ["crv"] = "P-256",
-                ["kid"] = key.KeyId,
+                ["kid"] = _kid,
                 ["use"] = "sig",
                 ["alg"] = "ES256",
                 ["x"] = B64(p.Q.X!),
@@ -109,4 +130,4 @@ public sealed class HealthTokens(TokenSigningKey key, string issuer)
 
 /// <summary>What a health token says about a host.</summary>
 public sealed record HealthClaims(string Jti, string HostId, string? Group, string Status, string PolicyId, int PolicyVersion,
-    string BindingKeyThumbprint, string PcrDigest, uint ResetCount);
+    string BindingKeyThumbprint, string PcrDigest, uint ResetCount, byte[]? BindingPublic = null);
