@@ -1,4 +1,5 @@
 using System.Data.Common;
+using System.Threading.Channels;
 using Microsoft.Data.Sqlite;
 
 namespace Rempart.Guardian.Storage;
@@ -6,17 +7,29 @@ namespace Rempart.Guardian.Storage;
 /// <summary>
 /// The embedded store: <c>guardian.db</c> in a data folder, in WAL mode (readers never wait for
 /// the writer), with foreign keys enforced and a busy timeout for other processes. Within this
-/// process, writes queue on one async gate and run in <c>BEGIN IMMEDIATE</c> transactions, so a
+/// process, writes queue for one writer that runs them in <c>BEGIN IMMEDIATE</c> transactions, so a
 /// read-then-write (the audit chain) holds the write lock from its first read and never needs a
 /// retry; reads use pooled connections concurrently. Timestamps are Unix milliseconds.
+/// <para>
+/// Group commit: every commit waits for the WAL to reach the disk (synchronous = FULL, the default,
+/// is kept), and that sync — not the statements — is what a write costs. So the writer takes every
+/// write queued while the previous commit was syncing and runs them in one transaction, each in its
+/// own savepoint (one failing write is rolled back alone and fails alone), then commits once. A
+/// caller's write completes only after that commit is durable, exactly as before; the queue order is
+/// the order of execution, so audit appends in one batch still chain one after the other.
+/// </para>
 /// </summary>
 public sealed class SqliteGuardianStore : SqlGuardianStore
 {
     public const string FileName = "guardian.db";
     private const int BusyTimeoutMs = 10_000;
 
+    /// <summary>At most this many writes share a commit (bounds one transaction's size and the wait of its first writer).</summary>
+    private const int MaxWritesPerCommit = 256;
+
     private readonly string _connectionString;
-    private readonly SemaphoreSlim _writeGate = new(1, 1);
+    private readonly Channel<PendingWrite> _writes = Channel.CreateUnbounded<PendingWrite>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Task _writer;
 
     public SqliteGuardianStore(string dataDirectory)
     {
@@ -41,6 +54,7 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
         {
             throw new InvalidOperationException($"{Path}: SQLite refused WAL mode (journal_mode is '{mode}')");
         }
+        _writer = Task.Run(WriterAsync);
     }
 
     /// <summary>The database file.</summary>
@@ -73,12 +87,14 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
 
     public override async ValueTask DisposeAsync()
     {
+        // Writes already queued are still committed; later ones are refused by the closed queue.
+        _writes.Writer.TryComplete();
+        await _writer;
         // Close the pooled connections so the file (and its -wal, -shm) is released.
         await using (var c = new SqliteConnection(_connectionString))
         {
             SqliteConnection.ClearPool(c);
         }
-        _writeGate.Dispose();
     }
 
     private SqliteConnection Open()
@@ -108,22 +124,130 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
         }
     }
 
-    /// <summary>Runs <paramref name="work"/> in a <c>BEGIN IMMEDIATE</c> transaction, one writer of this store at a time.</summary>
-    private async Task<T> WriteAsync<T>(Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken ct)
+    /// <summary>
+    /// Runs <paramref name="work"/> in a <c>BEGIN IMMEDIATE</c> transaction of this store's single
+    /// writer, possibly with other queued writes (each in its own savepoint); completes once committed.
+    /// </summary>
+    private Task<T> WriteAsync<T>(Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken ct)
     {
-        await _writeGate.WaitAsync(ct);
+        ct.ThrowIfCancellationRequested();
+        var pending = new PendingWrite<T>(work, ct);
+        if (!_writes.Writer.TryWrite(pending))
+        {
+            throw new ObjectDisposedException(nameof(SqliteGuardianStore));
+        }
+        return pending.Task;
+    }
+
+    /// <summary>The single writer: each turn commits every write queued since the last commit.</summary>
+    private async Task WriterAsync()
+    {
+        var batch = new List<PendingWrite>(MaxWritesPerCommit);
+        while (await _writes.Reader.WaitToReadAsync())
+        {
+            batch.Clear();
+            while (batch.Count < MaxWritesPerCommit && _writes.Reader.TryRead(out var w))
+            {
+                batch.Add(w);
+            }
+            await CommitAsync(batch);
+        }
+    }
+
+    private async Task CommitAsync(List<PendingWrite> batch)
+    {
+        var ran = new List<PendingWrite>(batch.Count);
         try
         {
-            await using var c = await OpenAsync(ct);
+            await using var c = await OpenAsync(CancellationToken.None);
             await using var tx = c.BeginTransaction(deferred: false);
-            var result = await work(c, tx);
-            await tx.CommitAsync(ct);
-            return result;
+            foreach (var w in batch)
+            {
+                if (w.Cancellation.IsCancellationRequested)
+                {
+                    w.Cancel();
+                    continue;
+                }
+                if (batch.Count == 1)
+                {
+                    // Alone in its transaction: a failure rolls the transaction back (disposed uncommitted).
+                    await w.RunAsync(c, tx);
+                    ran.Add(w);
+                    continue;
+                }
+                await tx.SaveAsync("w");
+                try
+                {
+                    await w.RunAsync(c, tx);
+                    await tx.ReleaseAsync("w");
+                    ran.Add(w);
+                }
+                catch (Exception e)
+                {
+                    // This write alone is undone and fails; the others of the batch go on. (Should the
+                    // rollback itself fail, the transaction is unusable: the outer handler fails them all.)
+                    await tx.RollbackAsync("w");
+                    await tx.ReleaseAsync("w");
+                    w.Fail(e);
+                }
+            }
+            await tx.CommitAsync();
         }
-        finally
+        catch (Exception e)
         {
-            _writeGate.Release();
+            // Opening, beginning, a savepoint or the commit failed: nothing of this batch is stored.
+            foreach (var w in batch)
+            {
+                w.Fail(e);
+            }
+            return;
         }
+        foreach (var w in ran)
+        {
+            w.Complete();
+        }
+    }
+
+    /// <summary>A queued write: its work, its caller's cancellation, and the task the caller awaits.</summary>
+    private abstract class PendingWrite(CancellationToken cancellation)
+    {
+        public CancellationToken Cancellation { get; } = cancellation;
+
+        public abstract Task RunAsync(DbConnection c, DbTransaction tx);
+
+        /// <summary>After the commit: the caller gets its result.</summary>
+        public abstract void Complete();
+
+        /// <summary>The caller gets the error (a no-op when it already has an outcome).</summary>
+        public abstract void Fail(Exception e);
+
+        public abstract void Cancel();
+    }
+
+    private sealed class PendingWrite<T>(Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken cancellation) : PendingWrite(cancellation)
+    {
+        private readonly TaskCompletionSource<T> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private T _result = default!;
+
+        public Task<T> Task => _done.Task;
+
+        public override async Task RunAsync(DbConnection c, DbTransaction tx) => _result = await work(c, tx);
+
+        public override void Complete() => _done.TrySetResult(_result);
+
+        public override void Fail(Exception e)
+        {
+            if (e is OperationCanceledException)
+            {
+                _done.TrySetCanceled(Cancellation);
+            }
+            else
+            {
+                _done.TrySetException(e);
+            }
+        }
+
+        public override void Cancel() => _done.TrySetCanceled(Cancellation);
     }
 
     protected override Task<int> ExecuteAsync(string sql, Action<DbCommand> bind, CancellationToken ct) =>

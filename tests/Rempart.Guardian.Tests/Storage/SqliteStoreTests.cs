@@ -44,6 +44,38 @@ public sealed class SqliteStoreTests : StoreContractTests
         Assert.Equal("wal", await cmd.ExecuteScalarAsync());
     }
 
+    [Fact]
+    public async Task Writes_that_share_a_commit_fail_alone_and_the_others_are_stored()
+    {
+        // Queued together, these run in one transaction (group commit), each in its own savepoint.
+        await Store.InsertHostAsync(NewHost("h1"));
+        var writes = Enumerable.Range(0, 60).Select(i => i switch
+        {
+            17 => Store.InsertNonceAsync(new NonceRecord("n-orphan", "no-such-host", T0.AddMinutes(5))), // foreign key
+            33 => Store.InsertNonceAsync(new NonceRecord("n3", "h1", T0.AddMinutes(5))), // duplicate of i = 3
+            _ => Store.InsertNonceAsync(new NonceRecord($"n{i}", "h1", T0.AddMinutes(5))),
+        }).ToList();
+        var outcome = await Task.WhenAll(writes.Select(async w =>
+        {
+            try
+            {
+                await w;
+                return true;
+            }
+            catch (SqliteException)
+            {
+                return false;
+            }
+        }));
+        // Writes run in the order they were queued: the first n3 wins, the second fails.
+        Assert.Equal(Enumerable.Range(0, 60).Select(i => i is not (17 or 33)), outcome);
+        foreach (var i in Enumerable.Range(0, 60).Where(i => i is not (17 or 33)))
+        {
+            Assert.True(await Store.ConsumeNonceAsync("h1", $"n{i}", T0), $"nonce n{i} was not stored");
+        }
+        Assert.Equal(0, await ScalarAsync(Database, "SELECT count(*) FROM nonces"));
+    }
+
     /// <summary>An unpooled connection, so the folder can be deleted afterwards.</summary>
     private static async Task<SqliteConnection> OpenAsync(string database)
     {
