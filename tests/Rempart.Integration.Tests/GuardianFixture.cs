@@ -51,8 +51,8 @@ public sealed class GuardianFixture : IAsyncDisposable
     /// <summary>swtpm_setup's local CA (root and issuer), created by the first swtpm_setup run as root.</summary>
     public static readonly string[] SwtpmLocalCa = ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
 
-    /// <summary>Starts a Guardian; <paramref name="opsJson"/>, when given, is written as DATA/ops.json before it starts.</summary>
-    public static async Task<GuardianFixture> StartAsync(bool trustSwtpmCa = true, string? postgres = null, string? opsJson = null)
+    /// <summary>Starts a Guardian; <paramref name="opsJson"/>, when given, is written as DATA/ops.json before it starts; <paramref name="keys"/> picks the key provider (default file).</summary>
+    public static async Task<GuardianFixture> StartAsync(bool trustSwtpmCa = true, string? postgres = null, string? opsJson = null, Rempart.Guardian.Keys.KeyProviderOptions? keys = null)
     {
         var dir = Directory.CreateTempSubdirectory("rempart-guardian-").FullName;
         var cas = Path.Combine(dir, "trusted-ek-cas");
@@ -76,7 +76,7 @@ public sealed class GuardianFixture : IAsyncDisposable
         var clock = new TestClock();
         var serve = new Rempart.Guardian.ServeOptions(
             new Rempart.Guardian.GuardianOptions { DataDir = dir, TrustedEkCaDir = cas },
-            new IPEndPoint(IPAddress.Loopback, port), InsecureHttp: true, postgres, "test-secret-not-for-production"u8.ToArray());
+            new IPEndPoint(IPAddress.Loopback, port), InsecureHttp: true, postgres, "test-secret-not-for-production"u8.ToArray(), keys);
         var app = await Rempart.Guardian.GuardianServer.BuildAsync(serve, clock, _ => { });
         await app.StartAsync();
         var token = (await File.ReadAllTextAsync(Path.Combine(dir, "admin-token"))).Trim();
