@@ -186,7 +186,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         var jti = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
         var expires = now + options.TokenLifetime;
         var token = tokens.Issue(new HealthClaims(jti, host.Id, host.Group, status, policyId, policyVersion, thumbprint,
-            Convert.ToHexStringLower(q.PcrDigest), clock.ResetCount), now, expires);
+            Convert.ToHexStringLower(q.PcrDigest), clock.ResetCount, bkPub), now, expires);
         await store.InsertTokenAsync(new IssuedTokenRecord(jti, host.Id, now, expires, null), ct);
         var updated = host with
         {

@@ -54,6 +54,10 @@ public sealed class GuardianClient : IDisposable
     public Task<AttestationResult> AttestAsync(AttestationEvidence evidence, CancellationToken ct = default) =>
         PostAsync<AttestationResult>("v1/attestations", evidence, ct);
 
+    /// <summary>Asks for a VM's key with its key protector and this host's health token (docs/key-release.md).</summary>
+    public Task<ReleaseResponse> ReleaseAsync(ReleaseRequest request, CancellationToken ct = default) =>
+        PostAsync<ReleaseResponse>("v1/releases", request, ct);
+
     public Task<JsonNode> GetAsync(string path, CancellationToken ct = default) => SendAsync(new HttpRequestMessage(HttpMethod.Get, path), ct);
 
     public Task<JsonNode> PostJsonAsync(string path, object body, CancellationToken ct = default) =>

@@ -1,0 +1,187 @@
+using System.Buffers.Text;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Rempart.Attestation.Protocol;
+using Rempart.Guardian.Keys;
+using Rempart.Guardian.Storage;
+using Rempart.Guardian.Tokens;
+using Rempart.KeyProtection;
+using Rempart.Tpm;
+using Rempart.Tpm.Marshal;
+using Rempart.Tpm.Structures;
+
+namespace Rempart.Guardian.Release;
+
+/// <summary>A refused release, with a stable identifier (<c>release.token.revoked</c>, <c>release.host.not-healthy</c> …) and its HTTP status.</summary>
+public sealed class ReleaseException(string id, string message, int status = 403) : Exception(message)
+{
+    public string Id { get; } = id;
+
+    public int Status { get; } = status;
+}
+
+/// <summary>
+/// Key release (DESIGN.md §3.4, docs/key-release.md): a host presents a VM's key protector and
+/// its health token. The Guardian checks the token (its own signature, lifetime, revocation), the
+/// host's *current* state, the key protector (a wrap for one of this Guardian's keys, its MAC)
+/// and that the host's group is one the key protector allows; then it re-wraps the VM master key
+/// to the binding key the token names — a key only that TPM, in the attested boot state, can
+/// use — under a fresh release id. Every release and every refusal is a hash-chained audit
+/// record. The VM master key exists in this process only between unwrap and re-wrap, and is wiped.
+/// </summary>
+public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IGuardianKeyProvider keys, Audit audit, TimeProvider time)
+{
+    public const string ReleasedKind = "key.released";
+    public const string RefusedKind = "key.release-refused";
+
+    public async Task<ReleaseResponse> ReleaseAsync(ReleaseRequest request, CancellationToken ct)
+    {
+        string subject = "vm:?";
+        var context = new JsonObject();
+        try
+        {
+            var kp = ParseKp(request.KeyProtector);
+            subject = Subject(kp.VmId);
+            context["kpId"] = kp.KpId;
+            var (claims, host) = await CheckTokenAndHostAsync(request.Token, context, ct);
+            var binding = BindingKey(claims);
+
+            VmMasterKey vmk;
+            try
+            {
+                vmk = kp.UnwrapWithGuardian(keys, keys.EncryptionKeys);
+            }
+            catch (KeyProtectorException e)
+            {
+                throw new ReleaseException("release." + e.Id, e.Message, 400);
+            }
+            using (vmk)
+            {
+                if (!kp.Policy.Allows(host.Group!))
+                {
+                    throw new ReleaseException("release.group.not-allowed",
+                        $"host {host.Id} is in group '{host.Group}'; this key protector allows only {string.Join(", ", kp.Policy.HostGroups.Select(g => $"'{g}'"))}");
+                }
+                var releaseId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+                var wrapped = ReleaseWrap.Seal(binding, vmk.Bytes, releaseId);
+                var shielding = ReleasePolicy.ToWire(kp.Policy.Shielding);
+                var record = await audit.WriteAsync(ReleasedKind, subject, new
+                {
+                    releaseId,
+                    vmId = kp.VmId,
+                    kpId = kp.KpId,
+                    host = host.Id,
+                    group = host.Group,
+                    jti = (string?)context["jti"],
+                    policy = claims["ear.appraisal-policy-id"]?.GetValue<string>(),
+                    policyVersion = claims["rempart.policy-version"]?.GetValue<int>(),
+                    shielding,
+                    bindingKey = claims["rempart.binding-key"]!.GetValue<string>(),
+                }, ct);
+                return new ReleaseResponse(releaseId, kp.VmId, kp.KpId, host.Id, shielding, Convert.ToHexStringLower(binding.Name()),
+                    ReleaseWrap.Scheme, Convert.ToBase64String(wrapped), record.Seq);
+            }
+        }
+        catch (ReleaseException e)
+        {
+            context["reason"] = e.Id;
+            await audit.WriteAsync(RefusedKind, subject, context, ct);
+            throw;
+        }
+        catch (KeyProviderException e)
+        {
+            // The key provider failed (HSM unreachable, …): fail closed, and say so in the audit log.
+            context["reason"] = "release.keys." + e.Id;
+            await audit.WriteAsync(RefusedKind, subject, context, ct);
+            throw new ReleaseException("release.keys.unavailable", "the Guardian's key provider could not unwrap the key: " + e.Message, 503);
+        }
+    }
+
+    /// <summary>The audit subject of a VM's releases.</summary>
+    public static string Subject(string vmId) => "vm:" + vmId;
+
+    private static KeyProtector ParseKp(string text)
+    {
+        try
+        {
+            return KeyProtector.Parse(Encoding.UTF8.GetBytes(text ?? ""));
+        }
+        catch (KeyProtectorException e)
+        {
+            throw new ReleaseException("release.kp.format", "the key protector cannot be read: " + e.Message, 400);
+        }
+    }
+
+    private async Task<(JsonObject Claims, HostRecord Host)> CheckTokenAndHostAsync(string token, JsonObject context, CancellationToken ct)
+    {
+        var claims = tokens.Validate(token ?? "", time.GetUtcNow(), out var reason);
+        if (claims is null)
+        {
+            throw reason switch
+            {
+                "token.expired" => new ReleaseException("release.token.expired", "the health token has expired: attest again", 401),
+                "token.key" => new ReleaseException("release.token.foreign", "the health token was not issued by this Guardian", 401),
+                "token.signature" => new ReleaseException("release.token.signature", "the health token's signature does not verify", 401),
+                _ => new ReleaseException("release.token.format", "the health token cannot be read", 401),
+            };
+        }
+        var jti = claims["jti"]?.GetValue<string>() ?? "";
+        var hostId = claims["sub"]?.GetValue<string>() ?? "";
+        context["jti"] = jti;
+        context["host"] = hostId;
+        var issued = await store.GetTokenAsync(jti, ct);
+        if (issued is null || issued.HostId != hostId)
+        {
+            throw new ReleaseException("release.token.unknown", "this Guardian has no record of that health token", 401);
+        }
+        if (issued.RevokedAt is not null)
+        {
+            throw new ReleaseException("release.token.revoked", $"the health token was revoked at {issued.RevokedAt:u} (the host failed, went stale or was removed)", 401);
+        }
+        if (claims["ear.status"]?.GetValue<string>() is not ("affirming" or "warning"))
+        {
+            throw new ReleaseException("release.token.status", "the health token does not affirm the host");
+        }
+        var host = await store.GetHostAsync(hostId, ct);
+        if (host is null || host.State == HostStates.Removed)
+        {
+            throw new ReleaseException("release.host.unknown", $"no host {hostId}", 404);
+        }
+        if (host.State != HostStates.Healthy)
+        {
+            throw new ReleaseException("release.host.not-healthy", $"host {hostId} is {host.State} now: keys go only to healthy hosts");
+        }
+        var tokenGroup = claims["rempart.group"]?.GetValue<string>();
+        if (host.Group is null || tokenGroup != host.Group)
+        {
+            throw new ReleaseException("release.host.group-changed", $"host {hostId} is in group '{host.Group}' now, the token says '{tokenGroup}': attest again");
+        }
+        context["group"] = host.Group;
+        return (claims, host);
+    }
+
+    /// <summary>The binding key the token certifies (its public area is in the token, its Name too).</summary>
+    private static TpmtPublic BindingKey(JsonObject claims)
+    {
+        TpmtPublic key;
+        try
+        {
+            key = TpmtPublic.ParseSized(Base64Url.DecodeFromChars(claims["rempart.binding-public"]?.GetValue<string>() ?? ""));
+        }
+        catch (Exception e) when (e is FormatException or TpmFormatException)
+        {
+            throw new ReleaseException("release.binding-key.format", "the health token carries no usable binding key: attest again");
+        }
+        var name = claims["rempart.binding-key"]?.GetValue<string>() ?? "";
+        if (!string.Equals(Convert.ToHexStringLower(key.Name()), name, StringComparison.Ordinal))
+        {
+            throw new ReleaseException("release.binding-key.name", "the token's binding key does not match its Name");
+        }
+        if (ReleaseWrap.Unsupported(key) is { } why)
+        {
+            throw new ReleaseException("release.binding-key.unsupported", why, 400);
+        }
+        return key;
+    }
+}
