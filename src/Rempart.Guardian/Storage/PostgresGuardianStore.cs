@@ -19,11 +19,15 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
     internal const long AuditLockKey = 0x52454D50_41525402;
 
     private readonly NpgsqlDataSource _dataSource;
+    private readonly AuditBatcher _audit;
 
     public PostgresGuardianStore(string connectionString)
     {
         ArgumentException.ThrowIfNullOrEmpty(connectionString);
         _dataSource = NpgsqlDataSource.Create(connectionString);
+        // The batch is written for several callers: no one caller's cancellation may abort it.
+        _audit = new AuditBatcher(entries =>
+            InTransactionAsync(AuditLockKey, (c, tx) => StoreSql.AppendAuditAsync(c, tx, entries, CancellationToken.None), CancellationToken.None));
     }
 
     public override Task MigrateAsync(CancellationToken ct = default) =>
@@ -42,11 +46,24 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
         return taken is not null && taken.ExpiresAt > now ? taken : null;
     }
 
-    public override Task<AuditRecord> AppendAuditAsync(string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct = default) =>
-        // Under READ COMMITTED, the read after the lock sees the previous holder's committed record.
-        InTransactionAsync(AuditLockKey, (c, tx) => StoreSql.AppendAuditAsync(c, tx, kind, subject, dataJson, at, ct), ct);
+    /// <summary>
+    /// Appends concurrent with a batch being written queue for the next batch (<see cref="AuditBatcher"/>):
+    /// one advisory lock, one read of the head, one INSERT per batch. Under READ COMMITTED, the read
+    /// after the lock sees the previous holder's committed records.
+    /// </summary>
+    public override Task<AuditRecord> AppendAuditAsync(string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(kind);
+        ArgumentNullException.ThrowIfNull(subject);
+        ArgumentNullException.ThrowIfNull(dataJson);
+        return _audit.AppendAsync(new AuditEntry(kind, subject, dataJson, at), ct);
+    }
 
-    public override ValueTask DisposeAsync() => _dataSource.DisposeAsync();
+    public override async ValueTask DisposeAsync()
+    {
+        await _audit.DisposeAsync();
+        await _dataSource.DisposeAsync();
+    }
 
     /// <summary>Runs <paramref name="work"/> in a transaction that first takes the advisory lock <paramref name="lockKey"/>.</summary>
     private async Task<T> InTransactionAsync<T>(long lockKey, Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken ct)

@@ -239,11 +239,18 @@ internal static class StoreSql
     /// at commit. The unique seq and prev_hash columns reject a fork even if it were not held.
     /// </summary>
     public static async Task<AuditRecord> AppendAuditAsync(
-        DbConnection c, DbTransaction tx, string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct)
+        DbConnection c, DbTransaction tx, string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct) =>
+        (await AppendAuditAsync(c, tx, [new AuditEntry(kind, subject, dataJson, at)], ct))[0];
+
+    /// <summary>
+    /// Appends audit records, in order, inside <paramref name="tx"/> under the same lock as the
+    /// single append: one read of the last record, each new record chained to the one before it,
+    /// one INSERT of all of them (at most <see cref="MaxAuditBatch"/>).
+    /// </summary>
+    public static async Task<IReadOnlyList<AuditRecord>> AppendAuditAsync(DbConnection c, DbTransaction tx, IReadOnlyList<AuditEntry> entries, CancellationToken ct)
     {
-        ArgumentNullException.ThrowIfNull(kind);
-        ArgumentNullException.ThrowIfNull(subject);
-        ArgumentNullException.ThrowIfNull(dataJson);
+        ArgumentOutOfRangeException.ThrowIfZero(entries.Count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(entries.Count, MaxAuditBatch);
         long lastSeq = 0;
         var prevHash = AuditChain.Genesis;
         await using (var last = c.CreateCommand())
@@ -257,25 +264,40 @@ internal static class StoreSql
                 prevHash = Bytes(reader, 1);
             }
         }
-        var seq = lastSeq + 1;
-        var when = DateTimeOffset.FromUnixTimeMilliseconds(Ms(at));
-        var hash = AuditChain.ComputeHash(prevHash, seq, when, kind, subject, dataJson);
+        var records = new AuditRecord[entries.Count];
         await using (var insert = c.CreateCommand())
         {
             insert.Transaction = tx;
-            insert.CommandText =
-                "INSERT INTO audit_log (seq, at, kind, subject, data_json, prev_hash, hash) VALUES (@seq, @at, @kind, @subject, @data, @prev, @hash)";
-            Bind(insert, "@seq", seq);
-            Bind(insert, "@at", Ms(when));
-            Bind(insert, "@kind", kind);
-            Bind(insert, "@subject", subject);
-            Bind(insert, "@data", dataJson);
-            Bind(insert, "@prev", prevHash);
-            Bind(insert, "@hash", hash);
+            var sql = new System.Text.StringBuilder("INSERT INTO audit_log (seq, at, kind, subject, data_json, prev_hash, hash) VALUES ");
+            for (int i = 0; i < entries.Count; i++)
+            {
+                var (kind, subject, dataJson, at) = entries[i];
+                ArgumentNullException.ThrowIfNull(kind);
+                ArgumentNullException.ThrowIfNull(subject);
+                ArgumentNullException.ThrowIfNull(dataJson);
+                var seq = lastSeq + 1 + i;
+                var when = DateTimeOffset.FromUnixTimeMilliseconds(Ms(at));
+                var hash = AuditChain.ComputeHash(prevHash, seq, when, kind, subject, dataJson);
+                records[i] = new AuditRecord(seq, when, kind, subject, dataJson, prevHash, hash);
+                sql.Append(i == 0 ? "" : ", ").Append(System.Globalization.CultureInfo.InvariantCulture,
+                    $"(@seq{i}, @at{i}, @kind{i}, @subject{i}, @data{i}, @prev{i}, @hash{i})");
+                Bind(insert, $"@seq{i}", seq);
+                Bind(insert, $"@at{i}", Ms(when));
+                Bind(insert, $"@kind{i}", kind);
+                Bind(insert, $"@subject{i}", subject);
+                Bind(insert, $"@data{i}", dataJson);
+                Bind(insert, $"@prev{i}", prevHash);
+                Bind(insert, $"@hash{i}", hash);
+                prevHash = hash;
+            }
+            insert.CommandText = sql.ToString();
             await insert.ExecuteNonQueryAsync(ct);
         }
-        return new AuditRecord(seq, when, kind, subject, dataJson, prevHash, hash);
+        return records;
     }
+
+    /// <summary>The most records one INSERT appends (7 parameters each, well under both backends' limits).</summary>
+    public const int MaxAuditBatch = 128;
 
     public static async Task<IReadOnlyList<T>> ReadAllAsync<T>(DbCommand cmd, Func<DbDataReader, T> read, CancellationToken ct)
     {
