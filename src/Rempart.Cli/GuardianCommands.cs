@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Text.Json.Nodes;
+using Rempart.Host.Guardian;
+using Rempart.KeyProtection;
 
 namespace Rempart.Cli;
 
@@ -34,6 +37,113 @@ internal static class GuardianCommands
 
     [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static extern int Kill(int pid, int signal);
+
+    private static readonly HashSet<string> Flags = ["help"];
+
+    /// <summary><c>rempart guardian metadata</c>: fetches, verifies and saves the Guardian's signed metadata.</summary>
+    public static async Task<int> Metadata(string[] argv)
+    {
+        var a = new Args(argv, Flags);
+        if (Program.ShowHelp(a, """
+            Usage: rempart guardian metadata --guardian URL [--guardian-fingerprint HEX] [--out FILE] [--format text|json]
+
+            Fetches the Guardian's metadata (its id, name, public encryption keys and signing key, signed),
+            checks the signature, and prints its fingerprint (SHA-256 of the signing key) — compare it with
+            the one the Guardian's operator gives you out of band, then build key protectors offline with
+            'rempart kp create --guardian FILE --guardian-fingerprint HEX'. --out writes the document as is.
+
+            """))
+        {
+            return Program.Ok;
+        }
+        var format = a.Format();
+        var outFile = a.Get("out");
+        using var guardian = HostCommands.Connect(a, admin: false);
+        a.EnsureAllUsed();
+        try
+        {
+            var text = await guardian.GetTextAsync("v1/guardian/metadata");
+            var metadata = GuardianMetadata.Parse(text);
+            if (outFile is not null)
+            {
+                await File.WriteAllTextAsync(outFile, text);
+            }
+            var summary = new JsonObject
+            {
+                ["guardianId"] = metadata.GuardianId,
+                ["name"] = metadata.Name,
+                ["fingerprint"] = metadata.Fingerprint,
+                ["activeKey"] = metadata.ActiveKey.Kid,
+                ["keys"] = new JsonArray(metadata.EncryptionKeys.Select(k => (JsonNode)new JsonObject { ["kid"] = k.Kid, ["status"] = k.Status.ToString().ToLowerInvariant() }).ToArray()),
+                ["issuedAt"] = metadata.IssuedAt,
+            };
+            HostCommands.Report(format, summary,
+                $"Guardian {metadata.GuardianId} ({metadata.Name})\n  fingerprint {metadata.Fingerprint}\n  active key  {metadata.ActiveKey.Kid}"
+                + (outFile is null ? "" : $"\n  written to  {outFile}"));
+            return Program.Ok;
+        }
+        catch (GuardianException e)
+        {
+            return HostCommands.GuardianError(e);
+        }
+        catch (KeyProtectorException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return Program.Invalid;
+        }
+        catch (GuardianMetadataException e)
+        {
+            Console.Error.WriteLine($"error: {e.Id}: {e.Message}");
+            return Program.Invalid;
+        }
+    }
+
+    /// <summary><c>rempart kp releases KP</c>: the audit trail of one VM's key.</summary>
+    public static async Task<int> Releases(string[] argv)
+    {
+        var a = new Args(argv, Flags);
+        if (Program.ShowHelp(a, """
+            Usage: rempart kp releases KP|--vm-id ID --guardian URL --token-file FILE [--format text|json]
+
+            Where and when this VM's key was released — host, group, health token, policy version,
+            release id — and every refused request with its reason, from the Guardian's hash-chained
+            audit log. Needs a tenant, auditor or fabric-admin API token.
+
+            """))
+        {
+            return Program.Ok;
+        }
+        var format = a.Format();
+        var vmId = a.Get("vm-id");
+        if (vmId is null)
+        {
+            var file = a.Positionals.Count == 1 ? a.Positionals[0] : throw new UsageException("give one key protector file (or --vm-id ID)");
+            var bytes = File.Exists(file) ? await File.ReadAllBytesAsync(file) : throw new UsageException($"{file}: no such file");
+            try
+            {
+                vmId = KeyProtector.Parse(bytes).VmId;
+            }
+            catch (KeyProtectorException e)
+            {
+                throw new UsageException($"{file}: {e.Message}");
+            }
+        }
+        using var guardian = HostCommands.Connect(a, admin: true);
+        a.EnsureAllUsed();
+        try
+        {
+            var list = await guardian.GetAsync($"v1/releases?vmId={Uri.EscapeDataString(vmId)}");
+            var lines = list.AsArray().Select(r => r!["outcome"]!.GetValue<string>() == "released"
+                ? $"{r["at"]}  released  to {r["host"]} (group {r["group"]})  release {r["releaseId"]}  token {r["jti"]}  policy {r["policy"]} v{r["policyVersion"]}"
+                : $"{r["at"]}  refused   {r["host"] ?? "-"}  {r["reason"]}").ToList();
+            HostCommands.Report(format, list, lines.Count == 0 ? $"no release of {vmId}'s key on record" : string.Join("\n", lines));
+            return Program.Ok;
+        }
+        catch (GuardianException e)
+        {
+            return HostCommands.GuardianError(e);
+        }
+    }
 
     private static (string File, string[] Prefix)? Locate()
     {

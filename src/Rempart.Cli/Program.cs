@@ -55,6 +55,8 @@ public static class Program
           kp create --owner owner.pub --guardian META.json --shielding S --host-group G --vm-id ID --out vm.kp
           kp show KP | kp verify KP --owner-key owner.key           what a key protector says / check its integrity
           kp recover KP --owner-key owner.key --out FILE|-          the owner recovers the VM master key
+          guardian metadata --guardian URL [--out FILE]            the Guardian's signed public keys, for kp create
+          kp releases KP --guardian URL --token-file FILE          where and when this VM's key was released (or refused)
 
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
         (--tpm may be omitted when REMPART_TPM is set).
@@ -99,6 +101,8 @@ public static class Program
                 ("host", "allow-ek" or "disallow-ek" or "allowed-eks") or ("token", "create" or "list" or "revoke") =>
                     FabricCommands.Run($"{group} {verb}", rest).GetAwaiter().GetResult(),
                 ("guardian", "serve") => GuardianCommands.Serve(rest),
+                ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),
+                ("kp", "releases") => GuardianCommands.Releases(rest).GetAwaiter().GetResult(),
                 ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("owner", "create" or "--help" or "-h") => OwnerCommands.Create(argv.Skip(1).ToArray()),
                 ("kp", "create" or "show" or "recover" or "verify" or "--help" or "-h") => KpCommands.Run(verb, rest),

@@ -67,6 +67,27 @@ public sealed class GuardianClient : IDisposable
     public Task<JsonNode> SendJsonAsync(HttpMethod method, string path, object? body, CancellationToken ct = default) =>
         SendAsync(new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) }, ct);
 
+    /// <summary>GETs a document as the Guardian wrote it (signed documents must not be re-serialized).</summary>
+    public async Task<string> GetTextAsync(string path, CancellationToken ct = default)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            response = await _http.GetAsync(path, ct);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new GuardianException("guardian.unreachable", $"cannot reach the Guardian at {_http.BaseAddress}: {e.Message}", 0);
+        }
+        using (response)
+        {
+            var text = await response.Content.ReadAsStringAsync(ct);
+            return response.IsSuccessStatusCode
+                ? text
+                : throw new GuardianException($"http.{(int)response.StatusCode}", response.ReasonPhrase ?? "error", (int)response.StatusCode);
+        }
+    }
+
     /// <summary>POSTs JSON and returns the answer as text (e.g. a YAML policy baseline).</summary>
     public async Task<string> PostForTextAsync(string path, object body, CancellationToken ct = default)
     {
