@@ -16,6 +16,7 @@ public static class Program
                                       [--trusted-ek-cas DIR] [--insecure-http] [--secret-file FILE]
                                       [--rate-limit N] [--key-provider file|pkcs11]
                                       [--pkcs11-module PATH --pkcs11-token LABEL --pkcs11-pin-file FILE]
+                                      [--key-secret-tpm ADDR]
 
         Runs the Guardian (attestation service). HTTPS by default with a self-signed certificate made
         at first start (its fingerprint is printed); --insecure-http only on loopback. Storage is SQLite
@@ -27,7 +28,8 @@ public static class Program
         --key-provider: where the token-signing and key-protector keys live: file (default; encrypted
         under DIR/keys with the key secret) or pkcs11 (generated in a PKCS#11 token, never leaving it:
         --pkcs11-module the module's path, --pkcs11-token the token label, --pkcs11-pin-file a 0600 file
-        holding the user PIN).
+        holding the user PIN). --key-secret-tpm device:/dev/tpmrm0: the file provider's keys also need
+        this machine's TPM (chosen when the keys are first made).
 
         """;
 
@@ -65,7 +67,7 @@ public static class Program
     {
         string? data = null, listen = null, postgres = null, cas = null, secretFile = null;
         string keyProvider = "file";
-        string? pkcs11Module = null, pkcs11Token = null, pkcs11PinFile = null;
+        string? pkcs11Module = null, pkcs11Token = null, pkcs11PinFile = null, keySecretTpm = null;
         bool http = false;
         int rateLimit = 200;
         for (int i = 0; i < args.Length; i++)
@@ -89,6 +91,7 @@ public static class Program
                 case "--pkcs11-module": pkcs11Module = Next(); break;
                 case "--pkcs11-token": pkcs11Token = Next(); break;
                 case "--pkcs11-pin-file": pkcs11PinFile = Next(); break;
+                case "--key-secret-tpm": keySecretTpm = Next(); break;
                 case "--rate-limit":
                     var v = Next();
                     rateLimit = int.TryParse(v, out var n) && n >= 0 ? n : throw new ArgumentException($"--rate-limit '{v}' is not a number of requests per second (0 = no limit)");
@@ -118,8 +121,12 @@ public static class Program
         {
             throw new ArgumentException("--key-provider pkcs11 needs --pkcs11-module PATH, --pkcs11-token LABEL and --pkcs11-pin-file FILE");
         }
+        if (keyProvider == "pkcs11" && keySecretTpm is not null)
+        {
+            throw new ArgumentException("--key-secret-tpm seals the file provider's keys; with pkcs11 the keys are in the token");
+        }
         var full = Path.GetFullPath(data);
         return new ServeOptions(new GuardianOptions { DataDir = full, TrustedEkCaDir = cas ?? Path.Combine(full, "trusted-ek-cas"), RateLimitPerSecond = rateLimit }, endpoint, http, postgres, secret,
-            new Keys.KeyProviderOptions(keyProvider, pkcs11Module, pkcs11Token, pkcs11PinFile));
+            new Keys.KeyProviderOptions(keyProvider, pkcs11Module, pkcs11Token, pkcs11PinFile, keySecretTpm));
     }
 }

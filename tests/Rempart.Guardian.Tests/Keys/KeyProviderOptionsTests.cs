@@ -22,6 +22,7 @@ public sealed class KeyProviderOptionsTests : IDisposable
         Assert.Equal("file", Parse().Keys!.Kind);
         Assert.Equal(new KeyProviderOptions("pkcs11", "/m.so", "tok", "/pin"),
             Parse("--key-provider", "pkcs11", "--pkcs11-module", "/m.so", "--pkcs11-token", "tok", "--pkcs11-pin-file", "/pin").Keys);
+        Assert.Equal("device:/dev/tpmrm0", Parse("--key-secret-tpm", "device:/dev/tpmrm0").Keys!.KeySecretTpm);
     }
 
     public static TheoryData<string[]> Refused() => new()
@@ -31,6 +32,7 @@ public sealed class KeyProviderOptionsTests : IDisposable
         new[] { "--key-provider", "pkcs11", "--pkcs11-module", "/m.so", "--pkcs11-token", "tok" },
         new[] { "--key-provider", "pkcs11", "--pkcs11-module", "/m.so", "--pkcs11-pin-file", "/pin" },
         new[] { "--pkcs11-pin", "1234" },
+        new[] { "--key-provider", "pkcs11", "--pkcs11-module", "/m.so", "--pkcs11-token", "tok", "--pkcs11-pin-file", "/pin", "--key-secret-tpm", "device:/dev/tpmrm0" },
     };
 
     [Theory]
