@@ -187,7 +187,6 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         var expires = now + options.TokenLifetime;
         var token = tokens.Issue(new HealthClaims(jti, host.Id, host.Group, status, policyId, policyVersion, thumbprint,
             Convert.ToHexStringLower(q.PcrDigest), clock.ResetCount, bkPub), now, expires);
-        await store.InsertTokenAsync(new IssuedTokenRecord(jti, host.Id, now, expires, null), ct);
         var updated = host with
         {
             State = HostStates.Healthy,
@@ -197,8 +196,9 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
             LastClock = clock.Clock,
             LastStatus = status,
         };
-        await store.UpdateHostAsync(updated, ct);
-        await store.SaveEvidenceAsync(new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), status, quote, quoteSig, nonce), ct);
+        // The host's state, the token and the evidence together, or none of them (one round trip on PostgreSQL).
+        await store.RecordAttestationAsync(updated, new IssuedTokenRecord(jti, host.Id, now, expires, null),
+            new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), status, quote, quoteSig, nonce), ct);
         if (host.State != HostStates.Healthy || reboot)
         {
             await audit.WriteAsync("host.state", host.Id, new { from = host.State, to = HostStates.Healthy, reboot }, ct);

@@ -142,6 +142,12 @@ public interface IGuardianStore : IAsyncDisposable
 
     Task SaveEvidenceAsync(EvidenceRecord evidence, CancellationToken ct = default);
 
+    /// <summary>
+    /// What an affirmed attestation changes, all or nothing: the host's new state (it must exist),
+    /// the health token issued, and the host's evidence (as <see cref="SaveEvidenceAsync"/>).
+    /// </summary>
+    Task RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence, CancellationToken ct = default);
+
     Task<EvidenceRecord?> GetLatestEvidenceAsync(string hostId, CancellationToken ct = default);
 
     /// <summary>Appends an audit record, chaining its hash to the previous one, serialised across concurrent writers and replicas.</summary>

@@ -24,7 +24,19 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
     public PostgresGuardianStore(string connectionString)
     {
         ArgumentException.ThrowIfNullOrEmpty(connectionString);
-        _dataSource = NpgsqlDataSource.Create(connectionString);
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        // The Guardian runs a few dozen fixed statements all day: prepared once per connection, the
+        // server stops parsing and planning them (unless the operator's connection string says otherwise).
+        if (builder.ConnectionStringBuilder.MaxAutoPrepare == 0)
+        {
+            builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
+            // Returning a connection to the pool would otherwise send six reset statements (the
+            // prepared statements make Npgsql reset piecewise) before its next use. Nothing here
+            // changes session state: advisory locks are transaction-scoped and a transaction left
+            // open is rolled back on close either way.
+            builder.ConnectionStringBuilder.NoResetOnClose = true;
+        }
+        _dataSource = builder.Build();
         // The batch is written for several callers: no one caller's cancellation may abort it.
         _audit = new AuditBatcher(entries =>
             InTransactionAsync(AuditLockKey, (c, tx) => StoreSql.AppendAuditAsync(c, tx, entries, CancellationToken.None), CancellationToken.None));
@@ -85,6 +97,35 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
         await using var cmd = _dataSource.CreateCommand(sql);
         bind(cmd);
         return await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>
+    /// One <see cref="NpgsqlBatch"/>: one round trip, and without an explicit transaction PostgreSQL
+    /// runs the batch as one implicit transaction — an error in any statement rolls back them all.
+    /// </summary>
+    protected override async Task<IReadOnlyList<int>> ExecuteAtomicallyAsync(IReadOnlyList<(string Sql, Action<DbCommand> Bind)> statements, CancellationToken ct)
+    {
+        await using var batch = _dataSource.CreateBatch();
+        foreach (var (sql, bind) in statements)
+        {
+            // The shared binders write to a command; their parameters move to the batch command.
+            await using var staging = new NpgsqlCommand();
+            bind(staging);
+            var command = new NpgsqlBatchCommand(sql);
+            foreach (var p in staging.Parameters.ToArray())
+            {
+                staging.Parameters.Remove(p);
+                command.Parameters.Add(p);
+            }
+            batch.BatchCommands.Add(command);
+        }
+        await batch.ExecuteNonQueryAsync(ct);
+        var counts = new int[batch.BatchCommands.Count];
+        for (int i = 0; i < counts.Length; i++)
+        {
+            counts[i] = batch.BatchCommands[i].RecordsAffected;
+        }
+        return counts;
     }
 
     protected override async Task<T?> QuerySingleAsync<T>(string sql, Action<DbCommand> bind, Func<DbDataReader, T> read, CancellationToken ct)

@@ -26,6 +26,12 @@ public abstract class SqlGuardianStore : IGuardianStore
 
     protected abstract Task<IReadOnlyList<T>> QueryAsync<T>(string sql, Action<DbCommand> bind, Func<DbDataReader, T> read, CancellationToken ct);
 
+    /// <summary>
+    /// Runs statements in order as one transaction (all or nothing); returns each one's affected
+    /// row count. A backend sends them in one round trip where it can.
+    /// </summary>
+    protected abstract Task<IReadOnlyList<int>> ExecuteAtomicallyAsync(IReadOnlyList<(string Sql, Action<DbCommand> Bind)> statements, CancellationToken ct);
+
     public Task InsertHostAsync(HostRecord host, CancellationToken ct = default) =>
         ExecuteAsync(StoreSql.InsertHost, cmd => StoreSql.BindHost(cmd, host), ct);
 
@@ -118,6 +124,26 @@ public abstract class SqlGuardianStore : IGuardianStore
 
     public Task SaveEvidenceAsync(EvidenceRecord evidence, CancellationToken ct = default) =>
         ExecuteAsync(StoreSql.SaveEvidence, cmd => StoreSql.BindEvidence(cmd, evidence), ct);
+
+    public async Task RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence, CancellationToken ct = default)
+    {
+        if (token.HostId != host.Id || evidence.HostId != host.Id)
+        {
+            throw new ArgumentException("the token and the evidence must be the host's");
+        }
+        // The host first: when it no longer exists the token's and evidence's foreign keys fail,
+        // and with them the whole transaction.
+        var counts = await ExecuteAtomicallyAsync(
+        [
+            (StoreSql.UpdateHost, cmd => StoreSql.BindHost(cmd, host)),
+            (StoreSql.InsertToken, cmd => StoreSql.BindToken(cmd, token)),
+            (StoreSql.SaveEvidence, cmd => StoreSql.BindEvidence(cmd, evidence)),
+        ], ct);
+        if (counts[0] == 0)
+        {
+            throw new KeyNotFoundException($"host '{host.Id}' does not exist");
+        }
+    }
 
     public Task<EvidenceRecord?> GetLatestEvidenceAsync(string hostId, CancellationToken ct = default) =>
         QuerySingleAsync(StoreSql.SelectEvidence + " WHERE host_id = @host", cmd => StoreSql.Bind(cmd, "@host", hostId), StoreSql.ReadEvidence, ct);

@@ -258,6 +258,19 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
             return await cmd.ExecuteNonQueryAsync(ct);
         }, ct);
 
+    protected override Task<IReadOnlyList<int>> ExecuteAtomicallyAsync(IReadOnlyList<(string Sql, Action<DbCommand> Bind)> statements, CancellationToken ct) =>
+        WriteAsync<IReadOnlyList<int>>(async (c, tx) =>
+        {
+            var counts = new int[statements.Count];
+            for (int i = 0; i < counts.Length; i++)
+            {
+                await using var cmd = Command(c, tx, statements[i].Sql);
+                statements[i].Bind(cmd);
+                counts[i] = await cmd.ExecuteNonQueryAsync(ct);
+            }
+            return counts;
+        }, ct);
+
     protected override async Task<T?> QuerySingleAsync<T>(string sql, Action<DbCommand> bind, Func<DbDataReader, T> read, CancellationToken ct)
         where T : class
     {

@@ -93,11 +93,19 @@ internal static class StoreSql
 
     public const string SelectEvidence = "SELECT host_id, at, event_log, pcrs_json, status, quote, quote_signature, nonce FROM evidence";
 
-    /// <summary>One row per host, the newest: saving older evidence than the stored one changes nothing.</summary>
+    /// <summary>
+    /// One row per host, the newest: saving older evidence than the stored one changes nothing.
+    /// A host sends the same event log and PCR values at every attestation until it reboots: an
+    /// unchanged log or PCR set is kept as the stored value itself (PostgreSQL then reuses the
+    /// TOASTed copy instead of compressing and writing the tens of kilobytes again). The value
+    /// stored is the same either way.
+    /// </summary>
     public const string SaveEvidence =
         "INSERT INTO evidence (host_id, at, event_log, pcrs_json, status, quote, quote_signature, nonce) " +
         "VALUES (@host, @at, @event_log, @pcrs_json, @status, @quote, @quote_signature, @nonce) " +
-        "ON CONFLICT (host_id) DO UPDATE SET at = excluded.at, event_log = excluded.event_log, pcrs_json = excluded.pcrs_json, " +
+        "ON CONFLICT (host_id) DO UPDATE SET at = excluded.at, " +
+        "event_log = CASE WHEN evidence.event_log = excluded.event_log THEN evidence.event_log ELSE excluded.event_log END, " +
+        "pcrs_json = CASE WHEN evidence.pcrs_json = excluded.pcrs_json THEN evidence.pcrs_json ELSE excluded.pcrs_json END, " +
         "status = excluded.status, quote = excluded.quote, quote_signature = excluded.quote_signature, nonce = excluded.nonce " +
         "WHERE excluded.at >= evidence.at";
 
