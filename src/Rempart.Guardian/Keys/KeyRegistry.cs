@@ -1,5 +1,3 @@
-using System.Buffers.Text;
-using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Rempart.KeyProtection;
@@ -62,8 +60,8 @@ internal sealed record KeyRegistry
 
     public void Save(string path) => AtomicFile.Write(path, JsonSerializer.SerializeToUtf8Bytes(this, Json));
 
-    /// <summary>base64url(SHA-256(SPKI DER)), first 22 characters: the rule every Guardian key id follows.</summary>
-    public static string KidOf(ReadOnlySpan<byte> spki) => Base64Url.EncodeToString(SHA256.HashData(spki))[..22];
+    /// <summary>base64url(SHA-256(SPKI DER)), first 22 characters: the rule every Guardian key id follows (<see cref="KeyIds.Of"/>).</summary>
+    public static string KidOf(ReadOnlySpan<byte> spki) => KeyIds.Of(spki);
 }
 
 /// <summary>One encryption key in the registry.</summary>
