@@ -123,7 +123,8 @@ public sealed class GuardianHttp : IDisposable
         return System.Text.Encoding.UTF8.GetString(await SendAsync(request, ct));
     }
 
-    private async Task<TResponse> PostAsync<TRequest, TResponse>(string path, TRequest body, JsonTypeInfo<TRequest> requestType,
+    /// <summary>POST a JSON body (source-generated types) and read the JSON answer; a refusal throws <see cref="GuardianError"/> with its problem id.</summary>
+    public async Task<TResponse> PostAsync<TRequest, TResponse>(string path, TRequest body, JsonTypeInfo<TRequest> requestType,
         JsonTypeInfo<TResponse> responseType, CancellationToken ct)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent(JsonSerializer.SerializeToUtf8Bytes(body, requestType)) };

@@ -49,7 +49,9 @@ public sealed partial class GuardianProcess : IAsyncDisposable
     /// <param name="trustedEkCaDir">Its --trusted-ek-cas folder.</param>
     /// <param name="postgres">A PostgreSQL connection string, or null for SQLite in the data folder.</param>
     /// <param name="timeout">How long to wait for it to listen (a first start may build it).</param>
-    public static async Task<GuardianProcess> StartAsync(string? guardianDll, string dataDir, string trustedEkCaDir, string? postgres, TimeSpan timeout)
+    /// <param name="extraArguments">More <c>serve</c> options (e.g. <c>--key-provider pkcs11 …</c>), or null.</param>
+    public static async Task<GuardianProcess> StartAsync(string? guardianDll, string dataDir, string trustedEkCaDir, string? postgres, TimeSpan timeout,
+        IReadOnlyList<string>? extraArguments = null)
     {
         int port = FreePort();
         var psi = guardianDll is null
@@ -63,6 +65,10 @@ public sealed partial class GuardianProcess : IAsyncDisposable
         {
             psi.ArgumentList.Add("--postgres");
             psi.ArgumentList.Add(postgres);
+        }
+        foreach (var a in extraArguments ?? [])
+        {
+            psi.ArgumentList.Add(a);
         }
         psi.UseShellExecute = false;
         psi.RedirectStandardOutput = true;

@@ -47,7 +47,9 @@ public sealed class SoftwareTpm : IDisposable
     /// <param name="ca">Issues the EK certificate.</param>
     /// <param name="boot">The boot this host went through (PCR values and event log).</param>
     /// <param name="resetCount">TPMS_CLOCK_INFO.resetCount: TPM resets since the TPM was made (stable: no reboot).</param>
-    public SoftwareTpm(SoftwareEkCa ca, SimulatedBoot boot, uint resetCount = 7)
+    /// <param name="bindingKey">The binding key (RSA-2048), kept by the caller to open what the Guardian releases to it;
+    /// by default a fresh one whose private part is dropped.</param>
+    public SoftwareTpm(SoftwareEkCa ca, SimulatedBoot boot, uint resetCount = 7, RSA? bindingKey = null)
     {
         ArgumentNullException.ThrowIfNull(ca);
         ArgumentNullException.ThrowIfNull(boot);
@@ -75,9 +77,10 @@ public sealed class SoftwareTpm : IDisposable
             var p = srkKey.ExportParameters(false).Q;
             srk = KeyTemplates.SrkEccP256.WithUnique(new TpmsEccPoint(p.X!, p.Y!));
         }
-        // The binding key: its private part would stay in the TPM; this benchmark never releases a key to it.
-        using (var binding = RSA.Create(2048))
+        // The binding key: its private part would stay in the TPM; unless the caller gave it, nothing here keeps it.
+        using (var fresh = bindingKey is null ? RSA.Create(2048) : null)
         {
+            var binding = bindingKey ?? fresh!;
             BindingKeyPublic = EvidenceCollector.BindingKeyTemplate(boot.BindingPolicy).WithUnique(new TpmBufferId(binding.ExportParameters(false).Modulus!));
         }
         BindingKeyName = BindingKeyPublic.Name();
