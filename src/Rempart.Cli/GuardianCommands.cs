@@ -145,6 +145,44 @@ internal static class GuardianCommands
         }
     }
 
+    /// <summary><c>rempart kp rewrap KP --out NEW</c>: after a Guardian key rotation, the KP re-wrapped for the active key.</summary>
+    public static async Task<int> Rewrap(string[] argv)
+    {
+        var a = new Args(argv, Flags);
+        if (Program.ShowHelp(a, """
+            Usage: rempart kp rewrap KP --out NEW_KP --guardian URL --token-file FILE [--format text|json]
+
+            After the Guardian's encryption key was rotated: asks the Guardian to add a wrap for its
+            active key and drop its older ones (the VM key never leaves the Guardian; the owner wrap
+            and other Guardians' wraps are kept). Write NEW_KP next to the VM, then the old key can be
+            retired. Exit 0 also when nothing had to change (the file is then a copy).
+
+            """))
+        {
+            return Program.Ok;
+        }
+        var format = a.Format();
+        var file = a.Positionals.Count == 1 ? a.Positionals[0] : throw new UsageException("give one key protector file");
+        var outFile = a.Require("out", "where to write the re-wrapped key protector");
+        using var guardian = HostCommands.Connect(a, admin: true);
+        a.EnsureAllUsed();
+        var text = File.Exists(file) ? await File.ReadAllTextAsync(file) : throw new UsageException($"{file}: no such file");
+        try
+        {
+            var result = await guardian.PostJsonAsync("v1/keyprotectors/rewrap", new { keyProtector = text });
+            var kp = KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(result["keyProtector"]!.GetValue<string>()));
+            await File.WriteAllTextAsync(outFile, kp.ToJson());
+            var changed = result["changed"]!.GetValue<bool>();
+            HostCommands.Report(format, new JsonObject { ["changed"] = changed, ["kpId"] = kp.KpId, ["out"] = outFile },
+                changed ? $"{kp.KpId}: re-wrapped for the Guardian's active key, written to {outFile}" : $"{kp.KpId}: already wrapped for the active key; copied to {outFile}");
+            return Program.Ok;
+        }
+        catch (GuardianException e)
+        {
+            return HostCommands.GuardianError(e);
+        }
+    }
+
     private static (string File, string[] Prefix)? Locate()
     {
         if (Environment.GetEnvironmentVariable("REMPART_GUARDIAN_DLL") is { Length: > 0 } dll)

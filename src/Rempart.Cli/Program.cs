@@ -57,6 +57,7 @@ public static class Program
           kp recover KP --owner-key owner.key --out FILE|-          the owner recovers the VM master key
           guardian metadata --guardian URL [--out FILE]            the Guardian's signed public keys, for kp create
           kp releases KP --guardian URL --token-file FILE          where and when this VM's key was released (or refused)
+          kp rewrap KP --out NEW --guardian URL --token-file FILE  after a Guardian key rotation: re-wrap for the active key
 
         TPM addresses: device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH
         (--tpm may be omitted when REMPART_TPM is set).
@@ -103,6 +104,7 @@ public static class Program
                 ("guardian", "serve") => GuardianCommands.Serve(rest),
                 ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),
                 ("kp", "releases") => GuardianCommands.Releases(rest).GetAwaiter().GetResult(),
+                ("kp", "rewrap") => GuardianCommands.Rewrap(rest).GetAwaiter().GetResult(),
                 ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("owner", "create" or "--help" or "-h") => OwnerCommands.Create(argv.Skip(1).ToArray()),
                 ("kp", "create" or "show" or "recover" or "verify" or "--help" or "-h") => KpCommands.Run(verb, rest),

@@ -213,6 +213,51 @@ public sealed class ReleaseFlowTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Key_rotation_keeps_old_KPs_working_until_they_are_rewrapped_and_the_old_key_retired()
+    {
+        using var prod = await HostInAsync("prod");
+        var (oldKp, vmk) = NewKp("vm-rot-1", "prod");
+        var oldKid = _metadata.ActiveKey.Kid;
+        var rotated = JsonNode.Parse(await (await _g.Admin.PostAsync("v1/keys/rotate", null)).Content.ReadAsStringAsync())!;
+        var newKid = rotated["kid"]!.GetValue<string>();
+        Assert.NotEqual(oldKid, newKid);
+
+        // Retiring, not retired: the old KP still opens.
+        var (token, binding) = await AttestAsync(prod);
+        Assert.Equal(Convert.ToHexStringLower(vmk), Unwrap(prod, binding, await _client.ReleaseAsync(new ReleaseRequest(oldKp.ToJson(), token))));
+
+        // The tenant re-wraps through the CLI (tenant token); the new KP has this Guardian's new key only.
+        var dir = Directory.CreateTempSubdirectory("rempart-rewrap-").FullName;
+        try
+        {
+            string[] admin = ["--guardian", _g.Url.ToString(), "--token-file", Path.Combine(_g.DataDir, "admin-token")];
+            Ops.OpsSupport.Cli(["token", "create", "t", "--role", "tenant", "--out", Path.Combine(dir, "tenant"), .. admin]).Ok();
+            File.WriteAllText(Path.Combine(dir, "old.kp"), oldKp.ToJson());
+            var rewrap = Ops.OpsSupport.Cli(["kp", "rewrap", Path.Combine(dir, "old.kp"), "--out", Path.Combine(dir, "new.kp"),
+                "--guardian", _g.Url.ToString(), "--token-file", Path.Combine(dir, "tenant"), "--format", "json"]).Ok();
+            Assert.True(JsonNode.Parse(rewrap.Stdout)!["changed"]!.GetValue<bool>());
+            var newKp = KeyProtector.Parse(File.ReadAllBytes(Path.Combine(dir, "new.kp")));
+            Assert.Equal([newKid], newKp.Guardians.Select(w => w.Kid));
+            Assert.Equal((oldKp.KpId, oldKp.VmId), (newKp.KpId, newKp.VmId));
+            using (var recovered = newKp.RecoverWithOwner(_owner))
+            {
+                Assert.Equal(vmk, recovered.Bytes.ToArray());
+            }
+
+            (await _g.Admin.PostAsync($"v1/keys/{oldKid}/retire", null)).EnsureSuccessStatusCode();
+            Assert.Equal("release.kp.guardian-key.retired", await RefusalAsync(new ReleaseRequest(oldKp.ToJson(), token)));
+            Assert.Equal(Convert.ToHexStringLower(vmk), Unwrap(prod, binding, await _client.ReleaseAsync(new ReleaseRequest(newKp.ToJson(), token))));
+            var again = Ops.OpsSupport.Cli(["kp", "rewrap", Path.Combine(dir, "new.kp"), "--out", Path.Combine(dir, "same.kp"),
+                "--guardian", _g.Url.ToString(), "--token-file", Path.Combine(dir, "tenant"), "--format", "json"]).Ok();
+            Assert.False(JsonNode.Parse(again.Stdout)!["changed"]!.GetValue<bool>());
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public async Task Parallel_releases_for_many_VMs_and_two_hosts_are_each_right_audited_and_leave_no_key_on_disk()
     {
         using var a = await HostInAsync("prod");

@@ -34,6 +34,28 @@ public static class ReleaseEndpoints
             }
         });
 
+        app.MapPost("/v1/keyprotectors/rewrap", async (JsonObject body, HttpContext http, AdminAuth auth, ReleaseService releases) =>
+        {
+            var (ok, error) = await auth.RequireAsync(http, Roles.FabricAdmin, Roles.Tenant);
+            if (!ok)
+            {
+                return error!;
+            }
+            try
+            {
+                var (kp, changed) = await releases.RewrapAsync(body["keyProtector"]?.GetValue<string>() ?? "", http.RequestAborted);
+                return Results.Ok(new { changed, keyProtector = kp.ToJson() });
+            }
+            catch (ReleaseException e)
+            {
+                return Problems.Of(e.Id, e.Message, e.Status);
+            }
+            catch (KeyProviderException e)
+            {
+                return Problems.Of("rewrap.keys.unavailable", "the Guardian's key provider could not unwrap the key: " + e.Message, 503);
+            }
+        });
+
         app.MapGet("/v1/releases", async (string? vmId, HttpContext http, AdminAuth auth, IGuardianStore store) =>
         {
             var (ok, error) = await auth.RequireAsync(http, Roles.FabricAdmin, Roles.Tenant, Roles.Auditor);

@@ -98,6 +98,36 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
         }
     }
 
+    /// <summary>
+    /// Key rotation for a key protector: opens it with any of this Guardian's non-retired keys
+    /// (checking its MAC), adds a wrap for the active key and drops this Guardian's older wraps,
+    /// re-authenticated; other Guardians' wraps and the owner wrap are kept as they are. The VM
+    /// key never leaves this method. Returns the new key protector and whether it changed.
+    /// </summary>
+    public async Task<(KeyProtector Kp, bool Changed)> RewrapAsync(string keyProtector, CancellationToken ct)
+    {
+        var kp = ParseKp(keyProtector);
+        var active = keys.ActiveKey;
+        var ours = keys.EncryptionKeys.Select(k => k.Kid).ToHashSet(StringComparer.Ordinal);
+        var stale = kp.Guardians.Where(w => ours.Contains(w.Kid) && w.Kid != active.Kid).Select(w => w.Kid).ToList();
+        if (stale.Count == 0 && kp.Guardians.Any(w => w.Kid == active.Kid))
+        {
+            return (kp, false);
+        }
+        KeyProtector updated;
+        try
+        {
+            using var vmk = kp.UnwrapWithGuardian(keys, keys.EncryptionKeys);
+            updated = kp.Rewrap(vmk, new GuardianRecipient(Api.ReleaseEndpoints.GuardianId(keys), active), stale);
+        }
+        catch (KeyProtectorException e)
+        {
+            throw new ReleaseException("rewrap." + e.Id, e.Message, 400);
+        }
+        await audit.WriteAsync("kp.rewrapped", Subject(kp.VmId), new { kpId = kp.KpId, added = active.Kid, removed = stale }, ct);
+        return (updated, true);
+    }
+
     /// <summary>The audit subject of a VM's releases.</summary>
     public static string Subject(string vmId) => "vm:" + vmId;
 
