@@ -37,14 +37,13 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
 
     public async Task<NonceResponse> NonceAsync(string hostId, CancellationToken ct)
     {
-        var host = await store.GetHostAsync(hostId, ct);
-        if (host is null || host.State == HostStates.Removed)
+        var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
+        var expires = time.GetUtcNow() + options.NonceLifetime;
+        // Stored only for a host that exists and is not removed (one statement: the check and the insert).
+        if (!await store.InsertNonceForHostAsync(new NonceRecord(nonce, hostId, expires), ct))
         {
             throw new EnrolmentException("attest.host.unknown", $"no enrolled host {hostId}");
         }
-        var nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
-        var expires = time.GetUtcNow() + options.NonceLifetime;
-        await store.InsertNonceAsync(new NonceRecord(nonce, hostId, expires), ct);
         return new NonceResponse(nonce, expires);
     }
 
@@ -54,7 +53,8 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         var failures = new List<AttestationFailure>();
         void Fail(string id, string message) => failures.Add(new AttestationFailure(id, message));
 
-        var host = await store.GetHostAsync(evidence.HostId, ct);
+        // The host and the nonce in one step: the nonce is consumed only for a host that may attest.
+        var (host, nonceConsumed) = await store.TakeNonceForAttestationAsync(evidence.HostId, evidence.Nonce, now, ct);
         if (host is null || host.State == HostStates.Removed)
         {
             return Refused(evidence.HostId, "attest.host.unknown", $"no enrolled host {evidence.HostId}");
@@ -63,7 +63,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         {
             return Refused(host.Id, "attest.host.pending", "the host is enrolled but not yet approved into a host group");
         }
-        if (!await store.ConsumeNonceAsync(host.Id, evidence.Nonce, now, ct))
+        if (!nonceConsumed)
         {
             // Anyone can replay old evidence: refused, audited, but the host's state is not changed
             // by evidence nobody has shown to come from its TPM.

@@ -104,6 +104,19 @@ public interface IGuardianStore : IAsyncDisposable
     /// <summary>Consumes an unexpired nonce issued to that host; true exactly once per nonce, even under concurrency.</summary>
     Task<bool> ConsumeNonceAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default);
 
+    /// <summary>
+    /// Stores a nonce for its host only if that host exists and is not removed, in one statement;
+    /// false (nothing stored) otherwise.
+    /// </summary>
+    Task<bool> InsertNonceForHostAsync(NonceRecord nonce, CancellationToken ct = default);
+
+    /// <summary>
+    /// The start of an attestation, atomically: the host as it is now, and whether this call consumed
+    /// the nonce — which it does only when the host exists and is neither pending nor removed, and the
+    /// nonce is unexpired and was issued to it; true exactly once per nonce, even under concurrency.
+    /// </summary>
+    Task<(HostRecord? Host, bool NonceConsumed)> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default);
+
     /// <summary>Deletes nonces and challenges that expired before <paramref name="now"/>.</summary>
     Task<int> PurgeExpiredAsync(DateTimeOffset now, CancellationToken ct = default);
 

@@ -81,6 +81,21 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
             return taken is not null && taken.ExpiresAt > now ? taken : null;
         }, ct);
 
+    /// <summary>The conditional delete and the read of the host, in one write transaction.</summary>
+    public override Task<(HostRecord? Host, bool NonceConsumed)> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default) =>
+        WriteAsync<(HostRecord?, bool)>(async (c, tx) =>
+        {
+            bool consumed;
+            await using (var delete = Command(c, tx, StoreSql.ConsumeNonceOfAttestableHost))
+            {
+                StoreSql.BindConsume(delete, hostId, nonce, now);
+                consumed = await delete.ExecuteNonQueryAsync(ct) == 1;
+            }
+            await using var select = Command(c, tx, StoreSql.SelectHost + " WHERE id = @id");
+            StoreSql.Bind(select, "@id", hostId);
+            return (await ReadSingleAsync(select, StoreSql.ReadHost, ct), consumed);
+        }, ct);
+
     public override Task<AuditRecord> AppendAuditAsync(string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct = default) =>
         // BEGIN IMMEDIATE: the write lock is held from the read of the last record to the commit.
         WriteAsync((c, tx) => StoreSql.AppendAuditAsync(c, tx, kind, subject, dataJson, at, ct), ct);

@@ -19,6 +19,11 @@ internal static class StoreSql
 
     public const string SelectHost = "SELECT " + HostColumns + " FROM hosts";
 
+    /// <summary>The host columns <see cref="ReadHost"/> reads (its first <see cref="HostColumnCount"/>), for a select that adds more.</summary>
+    public const string SelectHostColumns = "SELECT " + HostColumns;
+
+    public const int HostColumnCount = 14;
+
     public const string InsertHost =
         "INSERT INTO hosts (" + HostColumns + ") VALUES (@id, @hostname, @ek_public, @ek_certificate, @ak_public, @ak_name, " +
         "@state, @group_name, @enrolled_at, @last_attested_at, @last_reset_count, @last_restart_count, @last_clock, @last_status)";
@@ -41,6 +46,17 @@ internal static class StoreSql
 
     /// <summary>One row deleted means this caller consumed it; another host's or an expired nonce is left alone.</summary>
     public const string ConsumeNonce = "DELETE FROM nonces WHERE nonce = @nonce AND host_id = @host AND expires_at > @now";
+
+    /// <summary>Inserts the nonce only for a host that exists and is not removed: zero rows otherwise.</summary>
+    public const string InsertNonceForHost =
+        "INSERT INTO nonces (nonce, host_id, expires_at) SELECT @nonce, id, @expires_at FROM hosts WHERE id = @host AND state <> 'removed'";
+
+    /// <summary>
+    /// <see cref="ConsumeNonce"/>, only for a host that may attest (neither pending nor removed), so
+    /// evidence a host may not present never uses up its nonce.
+    /// </summary>
+    public const string ConsumeNonceOfAttestableHost =
+        ConsumeNonce + " AND EXISTS (SELECT 1 FROM hosts WHERE id = @host AND state NOT IN ('pending', 'removed'))";
 
     public const string PurgeExpired =
         "DELETE FROM nonces WHERE expires_at <= @now; DELETE FROM enrolment_challenges WHERE expires_at <= @now";

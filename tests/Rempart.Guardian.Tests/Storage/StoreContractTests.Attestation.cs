@@ -41,4 +41,54 @@ public abstract partial class StoreContractTests
         Assert.Null(await Store.GetLatestEvidenceAsync("gone"));
         await Assert.ThrowsAsync<ArgumentException>(() => Store.RecordAttestationAsync(NewHost("h1"), token, evidence));
     }
+
+    [Fact]
+    public async Task A_nonce_is_stored_only_for_a_host_that_exists_and_is_not_removed()
+    {
+        await Store.InsertHostAsync(NewHost("pending"));
+        await Store.InsertHostAsync(NewHost("removed") with { State = HostStates.Removed });
+        Assert.True(await Store.InsertNonceForHostAsync(new NonceRecord("n1", "pending", T0.AddMinutes(1))));
+        Assert.False(await Store.InsertNonceForHostAsync(new NonceRecord("n2", "removed", T0.AddMinutes(1))));
+        Assert.False(await Store.InsertNonceForHostAsync(new NonceRecord("n3", "nobody", T0.AddMinutes(1))));
+        Assert.Equal(1, await ScalarAsync(Database, "SELECT count(*) FROM nonces"));
+    }
+
+    [Theory]
+    [InlineData(HostStates.Pending, false)]
+    [InlineData(HostStates.Removed, false)]
+    [InlineData(HostStates.Approved, true)]
+    [InlineData(HostStates.Healthy, true)]
+    [InlineData(HostStates.Failed, true)]
+    [InlineData(HostStates.Stale, true)]
+    public async Task Taking_a_nonce_reads_the_host_and_consumes_only_for_a_host_that_may_attest(string state, bool consumes)
+    {
+        await Store.InsertHostAsync(NewHost("h1") with { State = state });
+        await Store.InsertHostAsync(NewHost("h2") with { State = HostStates.Healthy });
+        await Store.InsertNonceAsync(new NonceRecord("n1", "h1", T0.AddMinutes(1)));
+        await Store.InsertNonceAsync(new NonceRecord("n2", "h2", T0.AddMinutes(1)));
+
+        var (host, consumed) = await Store.TakeNonceForAttestationAsync("h1", "n1", T0);
+        Assert.Equal(Json(await Store.GetHostAsync("h1")), Json(host));
+        Assert.Equal(consumes, consumed);
+        Assert.False((await Store.TakeNonceForAttestationAsync("h1", "n1", T0)).NonceConsumed);
+        // Another host's nonce, an unknown host, an expired nonce: nothing consumed.
+        Assert.False((await Store.TakeNonceForAttestationAsync("h1", "n2", T0)).NonceConsumed);
+        Assert.Equal((null, false), await Store.TakeNonceForAttestationAsync("nobody", "n2", T0));
+        Assert.False((await Store.TakeNonceForAttestationAsync("h2", "n2", T0.AddMinutes(1))).NonceConsumed);
+        Assert.Equal(consumes ? 1 : 2, await ScalarAsync(Database, "SELECT count(*) FROM nonces"));
+    }
+
+    [Fact]
+    public async Task Of_concurrent_attestations_with_one_nonce_exactly_one_takes_it()
+    {
+        await Store.InsertHostAsync(NewHost("h1") with { State = HostStates.Healthy });
+        IGuardianStore[] stores = [Store, Track(OpenStore(Database))];
+        for (var round = 0; round < 5; round++)
+        {
+            await Store.InsertNonceAsync(new NonceRecord($"n{round}", "h1", T0.AddMinutes(5)));
+            var taken = await Concurrently(50, i => stores[i % 2].TakeNonceForAttestationAsync("h1", $"n{round}", T0));
+            Assert.Single(taken, t => t.NonceConsumed);
+            Assert.All(taken, t => Assert.Equal("h1", t.Host?.Id));
+        }
+    }
 }
