@@ -9,8 +9,9 @@ namespace Rempart.Guardian.Ops;
 
 /// <summary>
 /// Middleware that observes the host-facing endpoints from outside: it times
-/// <c>POST /v1/attestations</c> and reads the verdict from the JSON it answered, and counts
-/// enrolment outcomes, so the attestation and enrolment services need not know about metrics.
+/// <c>POST /v1/attestations</c> and reads the verdict from the JSON it answered, times
+/// <c>POST /v1/releases</c> (released, or the refusal's problem id), and counts enrolment
+/// outcomes, so the attestation, release and enrolment services need not know about metrics.
 /// After an attestation it nudges <see cref="HostStateEvents"/>, which reports state changes.
 /// </summary>
 public sealed class ApiObserver(OpsMetrics metrics, HostStateEvents events, TimeProvider time)
@@ -21,12 +22,14 @@ public sealed class ApiObserver(OpsMetrics metrics, HostStateEvents events, Time
     private const string AttestPattern = "/v1/attestations";
     private const string EnrolPattern = "/v1/enrolments";
     private const string ActivatePattern = "/v1/enrolments/{id}/activate";
+    private const string ReleasePattern = "/v1/releases";
 
     public async Task InvokeAsync(HttpContext http, RequestDelegate next)
     {
         var path = http.Request.Path.Value ?? "";
         if (!HttpMethods.IsPost(http.Request.Method)
-            || !(path.StartsWith(AttestPattern, StringComparison.OrdinalIgnoreCase) || path.StartsWith(EnrolPattern, StringComparison.OrdinalIgnoreCase)))
+            || !(path.StartsWith(AttestPattern, StringComparison.OrdinalIgnoreCase) || path.StartsWith(EnrolPattern, StringComparison.OrdinalIgnoreCase)
+                 || path.StartsWith(ReleasePattern, StringComparison.OrdinalIgnoreCase)))
         {
             await next(http);
             return;
@@ -53,6 +56,9 @@ public sealed class ApiObserver(OpsMetrics metrics, HostStateEvents events, Time
                 metrics.Attestation(ok ? Field(capture, "status") ?? "other" : "error", time.GetElapsedTime(started));
                 events.Nudge();
                 break;
+            case ReleasePattern:
+                metrics.Release(ok ? "released" : Field(capture, "title") ?? "other", time.GetElapsedTime(started));
+                break;
             case ActivatePattern:
                 metrics.Enrolment((ok ? Field(capture, "state") : Field(capture, "title")) ?? "other");
                 break;
@@ -68,6 +74,7 @@ public sealed class ApiObserver(OpsMetrics metrics, HostStateEvents events, Time
         return segments switch
         {
             ["v1", "attestations"] => AttestPattern,
+            ["v1", "releases"] => ReleasePattern,
             ["v1", "enrolments"] => EnrolPattern,
             ["v1", "enrolments", _, "activate"] => ActivatePattern,
             _ => null,

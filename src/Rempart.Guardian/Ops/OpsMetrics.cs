@@ -5,7 +5,7 @@ using Rempart.Guardian.Storage;
 namespace Rempart.Guardian.Ops;
 
 /// <summary>
-/// The Guardian's counters and the attestation latency histogram, rendered in the Prometheus
+/// The Guardian's counters and the attestation and key release latency histograms, rendered in the Prometheus
 /// text exposition format (version 0.0.4). Label values are stable identifiers only (verdicts,
 /// problem ids, host states): never host ids, tokens or anything from a request.
 /// </summary>
@@ -13,6 +13,9 @@ public sealed class OpsMetrics
 {
     /// <summary>Latency buckets (seconds): a verification takes milliseconds; a slow database shows up in the tail.</summary>
     public static readonly double[] DurationBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    /// <summary>Key release buckets (seconds): a release is a few milliseconds of crypto and one audit append, so finer at the bottom.</summary>
+    public static readonly double[] ReleaseBuckets = [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
     private static readonly string[] AllStates =
         [HostStates.Pending, HostStates.Approved, HostStates.Healthy, HostStates.Stale, HostStates.Failed, HostStates.Removed];
@@ -25,6 +28,9 @@ public sealed class OpsMetrics
     private long _durationCount;
     private double _durationSum;
     private long _markedStale;
+    private readonly SortedDictionary<string, long> _releases = new(StringComparer.Ordinal) { ["released"] = 0 };
+    private readonly long[] _releaseBucketCounts = new long[ReleaseBuckets.Length];
+    private double _releaseSum;
 
     /// <summary>Counts one attestation verdict and its duration.</summary>
     public void Attestation(string result, TimeSpan duration)
@@ -42,6 +48,24 @@ public sealed class OpsMetrics
             }
             _durationCount++;
             _durationSum += seconds;
+        }
+    }
+
+    /// <summary>Counts one key release outcome ("released", or the refusal's problem id) and its duration.</summary>
+    public void Release(string result, TimeSpan duration)
+    {
+        var seconds = duration.TotalSeconds;
+        lock (_lock)
+        {
+            Increment(_releases, Label(result));
+            for (int i = 0; i < ReleaseBuckets.Length; i++)
+            {
+                if (seconds <= ReleaseBuckets[i])
+                {
+                    _releaseBucketCounts[i]++;
+                }
+            }
+            _releaseSum += seconds;
         }
     }
 
@@ -90,6 +114,20 @@ public sealed class OpsMetrics
             Sample(w, "rempart_attestation_duration_seconds_bucket", "le", "+Inf", _durationCount);
             w.Append("rempart_attestation_duration_seconds_sum ").Append(Number(_durationSum)).Append('\n');
             w.Append("rempart_attestation_duration_seconds_count ").Append(_durationCount).Append('\n');
+            Family(w, "rempart_releases_total", "counter", "Key release outcomes: released, or the refusal's problem id.");
+            foreach (var (k, v) in _releases)
+            {
+                Sample(w, "rempart_releases_total", "result", k, v);
+            }
+            long releases = _releases.Values.Sum();
+            Family(w, "rempart_release_duration_seconds", "histogram", "Time to answer POST /v1/releases (released or refused).");
+            for (int i = 0; i < ReleaseBuckets.Length; i++)
+            {
+                Sample(w, "rempart_release_duration_seconds_bucket", "le", Number(ReleaseBuckets[i]), _releaseBucketCounts[i]);
+            }
+            Sample(w, "rempart_release_duration_seconds_bucket", "le", "+Inf", releases);
+            w.Append("rempart_release_duration_seconds_sum ").Append(Number(_releaseSum)).Append('\n');
+            w.Append("rempart_release_duration_seconds_count ").Append(releases).Append('\n');
             Family(w, "rempart_enrolments_total", "counter", "Enrolment outcomes: the new host's state, or the refusal's problem id.");
             foreach (var (k, v) in _enrolments)
             {

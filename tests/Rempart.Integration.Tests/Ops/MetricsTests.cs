@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using Rempart.Guardian.Api;
 using Rempart.Host.Guardian;
 using Rempart.Tpm;
@@ -84,5 +85,26 @@ public sealed class MetricsTests : IAsyncLifetime
         // A refused enrolment is counted under its problem id.
         var again = await Assert.ThrowsAsync<GuardianException>(() => host.EnrolAsync(_client));
         Assert.Equal(1, OpsSupport.Sample(await _g.Admin.GetStringAsync("metrics"), $"rempart_enrolments_total{{result=\"{again.Id}\"}}"));
+    }
+
+    [Fact]
+    public async Task A_refused_key_release_is_counted_under_its_problem_id_and_timed()
+    {
+        var before = await _g.Admin.GetStringAsync("metrics");
+        Assert.Equal(0, OpsSupport.Sample(before, "rempart_releases_total{result=\"released\"}"));
+        Assert.Equal(0, OpsSupport.Sample(before, "rempart_release_duration_seconds_count"));
+
+        var refused = await _g.Http.PostAsJsonAsync("v1/releases", new { keyProtector = "{\"v\":1}", token = "x.y.z" });
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        var after = await _g.Admin.GetStringAsync("metrics");
+        Assert.Equal(1, OpsSupport.Sample(after, "rempart_releases_total{result=\"release.kp.format\"}"));
+        Assert.Equal(0, OpsSupport.Sample(after, "rempart_releases_total{result=\"released\"}"));
+        Assert.Equal(1, OpsSupport.Sample(after, "rempart_release_duration_seconds_count"));
+        Assert.Equal(1, OpsSupport.Sample(after, "rempart_release_duration_seconds_bucket{le=\"+Inf\"}"));
+        Assert.True(OpsSupport.Sample(after, "rempart_release_duration_seconds_sum") > 0);
+        Assert.Contains("# TYPE rempart_release_duration_seconds histogram\n", after, StringComparison.Ordinal);
+        // A GET of the release list is not a release.
+        await _g.Admin.GetStringAsync("v1/releases?vmId=vm-x");
+        Assert.Equal(1, OpsSupport.Sample(await _g.Admin.GetStringAsync("metrics"), "rempart_release_duration_seconds_count"));
     }
 }
