@@ -7,6 +7,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 packages=(
   swtpm swtpm-tools tpm2-tools            # TPM emulator, its CA, the reference TPM tools
   qemu-system-x86 qemu-utils ovmf         # VMs and UEFI firmware
+  cryptsetup-bin                          # cross-checks the LUKS header of VM disks (tests)
   sbsigntool mtools dosfstools            # signing and building the test guest's ESP
   systemd-boot-efi binutils cpio          # unified kernel images, initramfs
   fdisk kmod                              # the test guest's GPT (sfdisk) and modules.dep (depmod)

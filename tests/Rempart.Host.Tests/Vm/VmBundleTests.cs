@@ -1,0 +1,114 @@
+using System.Text;
+using Rempart.Host.Vm;
+using Rempart.KeyProtection;
+
+namespace Rempart.Host.Tests.Vm;
+
+/// <summary>A whole bundle: created, loaded strictly, nothing readable in it without the VMK.</summary>
+public sealed class VmBundleTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("rempart-bundle-").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    [Fact]
+    public void Create_add_a_disk_nvram_and_vtpm_then_load()
+    {
+        var (kpJson, vmk) = VmTestKeys.New("vm-web-01", ShieldingLevel.EncryptionSupported);
+        using (vmk)
+        {
+            string dir = Path.Combine(_root, "vm-web-01");
+            var b = VmBundle.Create(dir, new VmSpec("web-01", 512, 2), kpJson);
+            b.AddDisk("os", 64L << 20, vmk);
+            b.CreateNvram(vmk);
+            b.CreateVtpm(vmk);
+
+            var loaded = VmBundle.Load(dir);
+            Assert.Equal("vm-web-01", loaded.Config.VmId);
+            Assert.Equal(ShieldingLevel.EncryptionSupported, loaded.Config.Shielding);
+            Assert.Equal([new VmDisk("os", 64L << 20)], loaded.Config.Disks);
+            Assert.Equal(kpJson, File.ReadAllBytes(Path.Combine(dir, "vm.kp")));
+            Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(dir, "snapshots")));
+            Assert.Equal(File.ReadAllBytes(VmBundle.TemplatePath(SecureBootTemplate.Snakeoil)), loaded.Nvram.Decrypt(vmk));
+            Assert.Equal(Path.Combine(dir, "disks", "os.qcow2"), loaded.DiskPath("os"));
+
+            // Owner-only, everywhere.
+            foreach (var d in Directory.EnumerateDirectories(dir, "*", SearchOption.AllDirectories).Append(dir))
+            {
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(d));
+            }
+            foreach (var (path, _) in VmTestKeys.Files(dir))
+            {
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
+            }
+
+            // No key in any file: the VMK, the derived keys, the disk passphrase.
+            var secrets = new List<byte[]> { vmk.Bytes.ToArray(), vmk.Derive(VmKeys.Nvram), vmk.Derive(VmKeys.Vtpm), vmk.Derive(VmKeys.Disk("os")), EncryptedDisk.Passphrase(vmk, "os") };
+            secrets.Add(Encoding.ASCII.GetBytes(Convert.ToHexStringLower(secrets[2])));
+            foreach (var (path, bytes) in VmTestKeys.Files(dir))
+            {
+                foreach (var s in secrets)
+                {
+                    Assert.False(VmTestKeys.Contains(bytes, s), $"{path} holds a key");
+                }
+            }
+
+            using var stranger = VmTestKeys.Random();
+            Assert.Throws<KeyProtectorException>(() => loaded.AddDisk("data", 16L << 20, stranger));
+            Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => loaded.AddDisk("os", 16L << 20, vmk)).Id);
+            Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => VmBundle.Create(dir, new VmSpec("web-01", 512, 2), kpJson)).Id);
+        }
+    }
+
+    public static TheoryData<string, string> Damage => new()
+    {
+        { "vm.json readable by others", "bundle.permissions" },
+        { "folder readable by others", "bundle.permissions" },
+        { "nvram.enc missing", "bundle.missing" },
+        { "vtpm state missing", "bundle.missing" },
+        { "snapshots missing", "bundle.missing" },
+        { "vm.kp of another VM", "bundle.format" },
+        { "vm.kp not a key protector", "bundle.format" },
+        { "vm.json with an unknown field", "bundle.format" },
+        { "nvram.enc truncated", "nvram.format" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Damage))]
+    public void Load_refuses_a_damaged_bundle(string damage, string id)
+    {
+        string dir = Skeleton();
+        switch (damage)
+        {
+            case "vm.json readable by others": File.SetUnixFileMode(Path.Combine(dir, "vm.json"), (UnixFileMode)0b110_100_100); break;
+            case "folder readable by others": File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101); break;
+            case "nvram.enc missing": File.Delete(Path.Combine(dir, "nvram.enc")); break;
+            case "vtpm state missing": File.Delete(Path.Combine(dir, "vtpm", "tpm2-00.permall")); break;
+            case "snapshots missing": Directory.Delete(Path.Combine(dir, "snapshots")); break;
+            case "vm.kp of another VM": File.WriteAllBytes(Path.Combine(dir, "vm.kp"), VmTestKeys.New("vm-other").KpJson); break;
+            case "vm.kp not a key protector": File.WriteAllText(Path.Combine(dir, "vm.kp"), "{}"); break;
+            case "vm.json with an unknown field":
+                File.WriteAllText(Path.Combine(dir, "vm.json"), File.ReadAllText(Path.Combine(dir, "vm.json")).Replace("\"cpus\"", "\"extra\": 1, \"cpus\"", StringComparison.Ordinal));
+                break;
+            case "nvram.enc truncated": File.WriteAllBytes(Path.Combine(dir, "nvram.enc"), File.ReadAllBytes(Path.Combine(dir, "nvram.enc"))[..40]); break;
+            default: throw new ArgumentException(damage);
+        }
+        Assert.Equal(id, Assert.Throws<VmBundleException>(() => VmBundle.Load(dir)).Id);
+    }
+
+    /// <summary>A complete bundle without disks whose vTPM state is a stand-in file (Load checks presence and modes only).</summary>
+    private string Skeleton()
+    {
+        var (kpJson, vmk) = VmTestKeys.New();
+        using (vmk)
+        {
+            string dir = Path.Combine(_root, "vm-" + Guid.NewGuid().ToString("N"));
+            var b = VmBundle.Create(dir, new VmSpec("test", 256, 1), kpJson);
+            b.CreateNvram(vmk);
+            File.WriteAllBytes(Path.Combine(dir, "vtpm", "tpm2-00.permall"), [1, 2, 3]);
+            File.SetUnixFileMode(Path.Combine(dir, "vtpm", "tpm2-00.permall"), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            VmBundle.Load(dir);
+            return dir;
+        }
+    }
+}
