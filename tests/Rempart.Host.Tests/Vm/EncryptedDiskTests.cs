@@ -82,6 +82,10 @@ public sealed class EncryptedDiskTests : IDisposable
             EncryptedDisk.Import(Path.Combine(_dir, "none.raw"), "raw", Path.Combine(_dir, "x.qcow2"), _vmk, "os")).Id);
         Assert.Throws<ArgumentOutOfRangeException>(() => EncryptedDisk.Create(Path.Combine(_dir, "y.qcow2"), 4096, _vmk, "os"));
         Assert.Throws<ArgumentException>(() => EncryptedDisk.Passphrase(_vmk, "../os"));
+        string taken = Path.Combine(_dir, "taken.qcow2");
+        File.WriteAllBytes(taken, [1]);
+        Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => EncryptedDisk.Create(taken, 1 << 20, _vmk, "os")).Id);
+        Assert.Equal([1], File.ReadAllBytes(taken));
     }
 
     /// <summary>

@@ -20,13 +20,18 @@ public sealed class VmBundleTests : IDisposable
             string dir = Path.Combine(_root, "vm-web-01");
             var b = VmBundle.Create(dir, new VmSpec("web-01", 512, 2), kpJson);
             b.AddDisk("os", 64L << 20, vmk);
+            string image = Path.Combine(_root, "data.raw");
+            File.WriteAllBytes(image, [.. "REMPART-DATA-DISK"u8, .. new byte[(2 << 20) - 17]]);
+            var progress = new List<double>();
+            b.ImportDisk("data", image, "raw", vmk, new Progress(progress));
+            Assert.Equal(100, progress[^1]);
             b.CreateNvram(vmk);
             b.CreateVtpm(vmk);
 
             var loaded = VmBundle.Load(dir);
             Assert.Equal("vm-web-01", loaded.Config.VmId);
             Assert.Equal(ShieldingLevel.EncryptionSupported, loaded.Config.Shielding);
-            Assert.Equal([new VmDisk("os", 64L << 20)], loaded.Config.Disks);
+            Assert.Equal([new VmDisk("os", 64L << 20), new VmDisk("data", 2L << 20)], loaded.Config.Disks);
             Assert.Equal(kpJson, File.ReadAllBytes(Path.Combine(dir, "vm.kp")));
             Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(dir, "snapshots")));
             Assert.Equal(File.ReadAllBytes(VmBundle.TemplatePath(SecureBootTemplate.Snakeoil)), loaded.Nvram.Decrypt(vmk));
@@ -47,6 +52,7 @@ public sealed class VmBundleTests : IDisposable
             secrets.Add(Encoding.ASCII.GetBytes(Convert.ToHexStringLower(secrets[2])));
             foreach (var (path, bytes) in VmTestKeys.Files(dir))
             {
+                Assert.False(VmTestKeys.Contains(bytes, "REMPART-DATA-DISK"u8), $"{path} holds the imported data in clear");
                 foreach (var s in secrets)
                 {
                     Assert.False(VmTestKeys.Contains(bytes, s), $"{path} holds a key");
@@ -56,6 +62,8 @@ public sealed class VmBundleTests : IDisposable
             using var stranger = VmTestKeys.Random();
             Assert.Throws<KeyProtectorException>(() => loaded.AddDisk("data", 16L << 20, stranger));
             Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => loaded.AddDisk("os", 16L << 20, vmk)).Id);
+            Assert.Equal("bundle.format", Assert.Throws<VmBundleException>(() => loaded.AddDisk("../x", 16L << 20, vmk)).Id);
+            Assert.Equal(2, VmBundle.Load(dir).Config.Disks.Count);
             Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => VmBundle.Create(dir, new VmSpec("web-01", 512, 2), kpJson)).Id);
         }
     }
@@ -94,6 +102,17 @@ public sealed class VmBundleTests : IDisposable
             default: throw new ArgumentException(damage);
         }
         Assert.Equal(id, Assert.Throws<VmBundleException>(() => VmBundle.Load(dir)).Id);
+    }
+
+    private sealed class Progress(List<double> seen) : IProgress<double>
+    {
+        public void Report(double value)
+        {
+            lock (seen)
+            {
+                seen.Add(value);
+            }
+        }
     }
 
     /// <summary>A complete bundle without disks whose vTPM state is a stand-in file (Load checks presence and modes only).</summary>
