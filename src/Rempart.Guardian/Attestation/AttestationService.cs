@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text.Json;
@@ -34,6 +35,11 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
     private const int PolicyVersion = 1;
 
     private readonly ConcurrentDictionary<string, VerificationKey> _akCache = new();
+
+    /// <summary>Replayed logs by content (<see cref="ReplayLog"/>); emptied when it reaches <see cref="MaxKnownLogs"/>.</summary>
+    private readonly ConcurrentDictionary<string, LogOutcome> _logs = new();
+
+    private const int MaxKnownLogs = 1024;
 
     public async Task<NonceResponse> NonceAsync(string hostId, CancellationToken ct)
     {
@@ -135,12 +141,11 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         }
 
         // 3. The event log, replayed against the quoted PCRs.
-        LogVerification? verification = null;
+        LogOutcome? replayed = null;
         try
         {
-            var parsed = EventLogParser.Parse(log);
-            verification = EventLogVerifier.Verify(parsed, quoted);
-            foreach (var v in verification.Mismatched.Where(v => LogPcrs.Contains(v.Pcr)))
+            replayed = ReplayLog(log, quoted);
+            foreach (var v in replayed.Verification.Mismatched.Where(v => LogPcrs.Contains(v.Pcr)))
             {
                 Fail(v.Id, $"{TpmHash.ToName(v.Bank)} PCR {v.Pcr}: quoted {Convert.ToHexStringLower(v.Quoted)}, the log replays to {(v.Replayed.Length == 0 ? "nothing" : Convert.ToHexStringLower(v.Replayed))}");
             }
@@ -162,11 +167,11 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         {
             Fail(policyErrorId, policyError!);
         }
-        else if (policy is not null && verification is not null)
+        else if (policy is not null && replayed is not null)
         {
             policyId = policy.Id;
             policyVersion = policy.Version;
-            var result = PolicyEvaluator.Evaluate(policy, PolicyClaims.From(verification, quoted, null));
+            var result = replayed.Evaluate(policy, quoted);
             foreach (var f in result.Failures)
             {
                 var failure = new AttestationFailure(f.Id, $"{f.Message} (expected {f.Expected}; actual {f.Actual}{(f.EventNumbers.Count > 0 ? "; events " + string.Join(",", f.EventNumbers) : "")})");
@@ -205,6 +210,68 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         }
         await audit.WriteAsync("attestation." + status, host.Id, new { jti, reboot, policy = policyId, policyVersion, warnings = warnings.Select(w => w.Id).ToArray() }, ct);
         return new AttestationResult(host.Id, status, warnings, token, expires, reboot);
+    }
+
+    /// <summary>
+    /// The log's replay against the quoted PCRs (parse, replay, verdict per PCR), shared by every
+    /// attestation with the same input: the verdicts — and the policy results over the claims they
+    /// give — are a pure function of the log's bytes, the quoted PCR values and the quote's firmware
+    /// version, which are its key (SHA-256 of all three). A host sends the same log and values at
+    /// every attestation until it reboots, and a fleet booted from one image sends the same ones.
+    /// The quote that vouches for the values is verified at every attestation before this is asked.
+    /// </summary>
+    private LogOutcome ReplayLog(byte[] log, QuotedPcrs quoted)
+    {
+        var key = LogOutcome.Key(log, quoted);
+        if (_logs.TryGetValue(key, out var known))
+        {
+            return known;
+        }
+        var outcome = new LogOutcome(EventLogVerifier.Verify(EventLogParser.Parse(log), quoted));
+        if (_logs.Count >= MaxKnownLogs)
+        {
+            _logs.Clear();
+        }
+        return _logs.GetOrAdd(key, outcome);
+    }
+
+    /// <summary>A replayed log and, per policy version, the result of that policy over its claims. Immutable once made but for the results it adds.</summary>
+    private sealed class LogOutcome(LogVerification verification)
+    {
+        private readonly ConcurrentDictionary<(string Id, int Version), PolicyResult> _results = new();
+
+        public LogVerification Verification { get; } = verification;
+
+        /// <summary>
+        /// A released policy version never changes, so its result over these claims is computed once.
+        /// The claims are made for the evaluation and not kept (they hold lazily built JSON).
+        /// </summary>
+        public PolicyResult Evaluate(PolicyDocument policy, QuotedPcrs quoted) =>
+            _results.GetOrAdd((policy.Id, policy.Version), _ => PolicyEvaluator.Evaluate(policy, PolicyClaims.From(Verification, quoted, null)));
+
+        /// <summary>SHA-256 of the log (length-prefixed), every quoted bank, PCR index and value in order, and the firmware version.</summary>
+        public static string Key(byte[] log, QuotedPcrs quoted)
+        {
+            using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            Span<byte> n = stackalloc byte[8];
+            BinaryPrimitives.WriteInt64BigEndian(n, log.Length);
+            h.AppendData(n);
+            h.AppendData(log);
+            foreach (var (bank, pcrs) in quoted.Values.OrderBy(b => b.Key))
+            {
+                foreach (var (pcr, value) in pcrs.OrderBy(p => p.Key))
+                {
+                    BinaryPrimitives.WriteUInt16BigEndian(n, (ushort)bank);
+                    BinaryPrimitives.WriteUInt16BigEndian(n[2..], (ushort)pcr);
+                    BinaryPrimitives.WriteInt32BigEndian(n[4..], value.Length);
+                    h.AppendData(n);
+                    h.AppendData(value);
+                }
+            }
+            BinaryPrimitives.WriteUInt64BigEndian(n, quoted.Attest.FirmwareVersion);
+            h.AppendData(n);
+            return Convert.ToHexStringLower(h.GetHashAndReset());
+        }
     }
 
     private static void CheckBindingKey(VerificationKey ak, byte[] bkPub, byte[] bkCert, byte[] bkSig, byte[] nonce, QuotedPcrs quoted,
