@@ -1,0 +1,4 @@
+using System.Runtime.Versioning;
+
+// The benchmarks drive Linux-only parts (the host library, unix file modes).
+[assembly: SupportedOSPlatform("linux")]
