@@ -224,10 +224,27 @@ public sealed class VtpmProcess : IDisposable
         }
     }
 
+    /// <summary>
+    /// Stops swtpm: with a data socket, CMD_SHUTDOWN on the control channel first (swtpm saves its
+    /// state and exits); under QEMU swtpm ends by itself when QEMU closes the control channel
+    /// (<c>--terminate</c>). Whatever is still running after that is killed.
+    /// </summary>
     public void Dispose()
     {
         try
         {
+            if (DataSocket is not null && !_process.HasExited)
+            {
+                try
+                {
+                    using var c = SwtpmControl.ConnectUnix(ControlSocket);
+                    c.Shutdown();
+                }
+                catch (Exception e) when (e is TpmTransportException or IOException or SocketException)
+                {
+                }
+                _process.WaitForExit(2000);
+            }
             if (!_process.HasExited)
             {
                 _process.Kill(entireProcessTree: true);

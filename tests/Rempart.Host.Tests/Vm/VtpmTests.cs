@@ -56,6 +56,19 @@ public sealed class VtpmTests : IDisposable
             Assert.Equal(marker, tpm.NvRead(MarkerIndex, TpmHandle.Owner));
         }
 
+        // QEMU's mode: the control channel only; swtpm waits for QEMU's CMD_INIT.
+        int pid;
+        using (var v = VtpmProcess.Start(state, _vmk, Path.Combine(_dir, "qemu-run")))
+        {
+            Assert.Null(v.DataSocket);
+            Assert.True(File.Exists(v.ControlSocket));
+            Assert.False(v.HasExited);
+            pid = v.ProcessId;
+        }
+        // Gone (or the pid reused by something else: not this swtpm).
+        string cmdline = Path.Combine("/proc", pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "cmdline");
+        Assert.False(File.Exists(cmdline) && File.ReadAllText(cmdline).Contains("qemu-run", StringComparison.Ordinal), "swtpm still runs");
+
         using var other = VmTestKeys.Random();
         var e = Assert.Throws<VmBundleException>(() => VtpmProcess.Start(state, other, Path.Combine(_dir, "run3"), dataSocket: true));
         Assert.Equal("vtpm.key", e.Id);
