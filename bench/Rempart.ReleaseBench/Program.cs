@@ -15,7 +15,7 @@ public static class Program
 {
     private const string Help = """
         Usage: rempart-releasebench [--providers file|pkcs11|both] [--hosts H] [--vms N] [--concurrency C]
-                                    [--duration S] [--warmup S] [--raw-seconds S] [--guardian-dll PATH]
+                                    [--duration S] [--warmup S] [--raw-seconds S] [--step-seconds S] [--guardian-dll PATH]
                                     [--pkcs11-module PATH] [--format table|json] [--keep]
 
         For each key provider, starts the real Guardian (pkcs11: on a fresh SoftHSM2 token made by
@@ -31,6 +31,7 @@ public static class Program
           --duration S     measured seconds (default 20); --warmup S before it (default 5); together at
                            most 100 s (health tokens are not refreshed during the run)
           --raw-seconds S  time for each raw ECDH measurement (default 2)
+          --step-seconds S time for the release path's per-step crypto costs, one thread (default 6; 0: skip)
           --guardian-dll   a built rempart-guardian.dll (default: scripts/rempart-guardian, Release)
           --pkcs11-module  the SoftHSM2 module (default: the one scripts/softhsm.sh finds)
           --format         table (default) or json
@@ -59,11 +60,14 @@ public static class Program
         try
         {
             var results = new List<ProviderResult>();
+            IReadOnlyList<StepCost> steps = [];
             foreach (var provider in o.Providers)
             {
-                results.Add(await RunProviderAsync(provider, o, Console.Error));
+                var (result, s) = await RunProviderAsync(provider, o, Console.Error, measureSteps: steps.Count == 0 && o.StepTime > TimeSpan.Zero);
+                results.Add(result);
+                steps = s ?? steps;
             }
-            Console.Out.Write(o.Json ? ReleaseReport.Json(results, o.Settings) + "\n" : ReleaseReport.Table(results, o.Settings));
+            Console.Out.Write(o.Json ? ReleaseReport.Json(results, steps, o.Settings) + "\n" : ReleaseReport.Table(results, steps, o.Settings));
             return results.All(r => r.Valid) ? 0 : 1;
         }
         catch (Exception e) when (e is InvalidOperationException or GuardianError or IOException)
@@ -73,7 +77,7 @@ public static class Program
         }
     }
 
-    private static async Task<ProviderResult> RunProviderAsync(string provider, Options o, TextWriter progress)
+    private static async Task<(ProviderResult, IReadOnlyList<StepCost>?)> RunProviderAsync(string provider, Options o, TextWriter progress, bool measureSteps)
     {
         var dataDir = Directory.CreateTempSubdirectory($"rempart-releasebench-{provider}-").FullName;
         var casDir = Path.Combine(dataDir, "trusted-ek-cas");
@@ -125,6 +129,12 @@ public static class Program
                     : RawEcdh.DotNet(o.RawTime);
                 double withImport = RawEcdh.DotNetWithImport(o.RawTime);
                 progress.WriteLine($"releasebench [{provider}]: {raw.What}: {raw.PerSecondOneThread:0}/s one thread, {raw.PerSecondAllCores:0}/s all cores");
+                IReadOnlyList<StepCost>? steps = null;
+                if (measureSteps)
+                {
+                    progress.WriteLine($"releasebench [{provider}]: the release path's crypto steps, one thread ({o.StepTime.TotalSeconds:0} s)");
+                    steps = StepCosts.Measure(o.StepTime, hosts[0].Tpm.BindingKeyPublic);
+                }
 
                 await ReleaseFleet.AttestAsync(http, hosts, CancellationToken.None);
                 progress.WriteLine($"releasebench [{provider}]: {o.Concurrency} clients releasing, {o.WarmUp.TotalSeconds:0} s warm-up then {o.Duration.TotalSeconds:0} s measured");
@@ -133,7 +143,7 @@ public static class Program
                 var verify = System.Text.Json.Nodes.JsonNode.Parse(await admin.GetTextAsync("v1/audit/verify"))!;
                 var result = new ProviderResult(provider, o.Hosts, vms.Count, raw, withImport, load, verify["ok"]!.GetValue<bool>(), verify["records"]!.GetValue<long>());
                 progress.WriteLine($"releasebench [{provider}]: {load.ReleasesPerSecond:0} releases/s, client p50 {load.Client.P50:0.0} ms p99 {load.Client.P99:0.0} ms, server p99 ~{load.Server?.P99Ms:0.0} ms, errors {load.ErrorCount}, checked {load.Checked} ({load.CheckProblems.Count} wrong)");
-                return result;
+                return (result, steps);
             }
             finally
             {
@@ -184,13 +194,13 @@ public static class Program
     private static extern int SetEnv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
 
     private sealed record Options(IReadOnlyList<string> Providers, int Hosts, int Vms, int Concurrency, TimeSpan Duration, TimeSpan WarmUp,
-        TimeSpan RawTime, string? GuardianDll, string? Pkcs11Module, bool Json, bool Keep, bool Help)
+        TimeSpan RawTime, TimeSpan StepTime, string? GuardianDll, string? Pkcs11Module, bool Json, bool Keep, bool Help)
     {
         public BenchSettings Settings => new(Providers, Hosts, Vms, Concurrency, (int)Duration.TotalSeconds, (int)WarmUp.TotalSeconds, RawTime.TotalSeconds);
 
         public static Options Parse(string[] args)
         {
-            int hosts = 4, vms = 200, concurrency = 100, duration = 20, warmUp = 5, raw = 2;
+            int hosts = 4, vms = 200, concurrency = 100, duration = 20, warmUp = 5, raw = 2, stepSeconds = 6;
             string providers = "both", format = "table";
             string? dll = null, module = null;
             bool keep = false, help = false;
@@ -212,6 +222,7 @@ public static class Program
                     case "--duration": duration = Int(1); break;
                     case "--warmup": warmUp = Int(0); break;
                     case "--raw-seconds": raw = Int(1); break;
+                    case "--step-seconds": stepSeconds = Int(0); break;
                     case "--guardian-dll": dll = Path.GetFullPath(Next()); break;
                     case "--pkcs11-module": module = Path.GetFullPath(Next()); break;
                     case "--format": format = Next(); break;
@@ -241,7 +252,7 @@ public static class Program
                 throw new ArgumentException($"--guardian-dll {dll}: no such file");
             }
             return new Options(list, hosts, vms, concurrency, TimeSpan.FromSeconds(duration), TimeSpan.FromSeconds(warmUp), TimeSpan.FromSeconds(raw),
-                dll, module, format == "json", keep, help);
+                TimeSpan.FromSeconds(stepSeconds), dll, module, format == "json", keep, help);
         }
     }
 }

@@ -11,7 +11,11 @@ namespace Rempart.ReleaseBench;
 /// thread, run at once). For the releases' ratio the all-core rate is the honest baseline: the
 /// Guardian uses every core too.
 /// </summary>
-public sealed record RawRate(string What, double PerSecondOneThread, double PerSecondAllCores, int Cores);
+public sealed record RawRate(string What, double PerSecondOneThread, double PerSecondAllCores, int Cores)
+{
+    /// <summary>CPU µs per operation on one thread (this process's CPU; a PKCS#11 module's work runs in it too).</summary>
+    public double CpuMicroseconds { get; init; }
+}
 
 /// <summary>
 /// The Guardian keys' raw operation, measured in the same run as the releases: one P-384 ECDH
@@ -48,7 +52,10 @@ public static class RawEcdh
             return Rate(d, () => key.DeriveRawSecretAgreement(other.PublicKey));
         }
         Run(TimeSpan.FromMilliseconds(200));
-        return new RawRate("ECDH P-384, .NET", Run(each), AllCores(each, Run), Environment.ProcessorCount);
+        var cpu = ThreadCpu.Now();
+        double one = Run(each);
+        double cpuMicroseconds = (ThreadCpu.Now() - cpu).TotalMicroseconds / (one * each.TotalSeconds);
+        return new RawRate("ECDH P-384, .NET", one, AllCores(each, Run), Environment.ProcessorCount) { CpuMicroseconds = cpuMicroseconds };
     }
 
     /// <summary>One thread: the peer point imported into a new key each time, then the derivation (FileKeyProvider.Agree).</summary>
@@ -112,13 +119,15 @@ public static class RawEcdh
                 }
             }
             Rate(TimeSpan.FromMilliseconds(200), () => Derive(first, priv, peerPoint));
+            var cpu = ThreadCpu.Now();
             double one = Rate(each, () => Derive(first, priv, peerPoint));
+            double cpuMicroseconds = (ThreadCpu.Now() - cpu).TotalMicroseconds / (one * each.TotalSeconds);
             double all = AllCores(each, d =>
             {
                 var s = Open();
                 return Rate(d, () => Derive(s, priv, peerPoint));
             });
-            return new RawRate("ECDH P-384, PKCS#11 C_DeriveKey", one, all, Environment.ProcessorCount);
+            return new RawRate("ECDH P-384, PKCS#11 C_DeriveKey", one, all, Environment.ProcessorCount) { CpuMicroseconds = cpuMicroseconds };
         }
         finally
         {

@@ -124,14 +124,13 @@ public sealed class FileKeyProvider : KeyProviderBase
         return spki;
     }
 
-    private protected override byte[] Agree(string kid, ECPoint peer)
+    private protected override byte[] Agree(string kid, ECDiffieHellman peer)
     {
         if (!_keys.TryGetValue(kid, out var key))
         {
             throw new KeyProviderException("keys.unknown-kid", $"no private key {kid} in {_keysDir}");
         }
-        using var peerKey = ECDiffieHellman.Create(new ECParameters { Curve = ECCurve.NamedCurves.nistP384, Q = peer });
-        return key.DeriveRawSecretAgreement(peerKey.PublicKey);
+        return key.DeriveRawSecretAgreement(peer.PublicKey);
     }
 
     public override byte[] SignEs256(ReadOnlySpan<byte> data) =>

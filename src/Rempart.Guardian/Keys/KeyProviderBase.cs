@@ -147,7 +147,7 @@ public abstract class KeyProviderBase : IGuardianKeyProvider
                 throw new KeyProviderException("keys.retired", $"key {kid} is retired: it unwraps nothing any more (re-wrapped key protectors use the active key)");
             }
         }
-        var peer = PeerPoint(peerSubjectPublicKeyInfo);
+        using var peer = PeerKey(peerSubjectPublicKeyInfo);
         return Agree(kid, peer);
     }
 
@@ -156,8 +156,13 @@ public abstract class KeyProviderBase : IGuardianKeyProvider
     /// <summary>Makes and stores a new P-384 key-agreement key; returns its SubjectPublicKeyInfo.</summary>
     private protected abstract byte[] CreateEncryptionKey();
 
-    /// <summary>ECDH with the private key <paramref name="kid"/> (known, not retired) and a validated P-384 point: Z, 48 bytes.</summary>
-    private protected abstract byte[] Agree(string kid, ECPoint peer);
+    /// <summary>
+    /// ECDH with the private key <paramref name="kid"/> (known, not retired) and a validated P-384
+    /// public key: Z, 48 bytes. The peer is imported once, here: importing a P-384 point costs about
+    /// one ECDH itself (OpenSSL's key check multiplies it by the group order), so a provider uses
+    /// this key as it is (bench/README.md, "Key release").
+    /// </summary>
+    private protected abstract byte[] Agree(string kid, ECDiffieHellman peer);
 
     /// <summary>The key was retired: drop whatever the provider keeps of it in memory.</summary>
     private protected virtual void OnRetired(string kid)
@@ -180,23 +185,28 @@ public abstract class KeyProviderBase : IGuardianKeyProvider
         _registry.EncryptionKeys.FirstOrDefault(e => e.Kid == kid)
         ?? throw new KeyProviderException("keys.unknown-kid", $"no Guardian encryption key {kid} in the {Kind} provider");
 
-    /// <summary>Parses a peer SubjectPublicKeyInfo: a P-384 point on the curve, nothing else.</summary>
-    private static ECPoint PeerPoint(ReadOnlySpan<byte> spki)
+    /// <summary>Imports a peer SubjectPublicKeyInfo: a P-384 point on the curve, nothing else.</summary>
+    private static ECDiffieHellman PeerKey(ReadOnlySpan<byte> spki)
     {
+        var peer = ECDiffieHellman.Create();
         try
         {
-            using var peer = ECDiffieHellman.Create();
             peer.ImportSubjectPublicKeyInfo(spki, out int read);
-            var p = peer.ExportParameters(false);
-            if (read != spki.Length || p.Curve.Oid?.Value != P384Oid)
+            if (read != spki.Length || peer.ExportParameters(false).Curve.Oid?.Value != P384Oid)
             {
                 throw new KeyProviderException("keys.peer.invalid", "the peer public key must be a P-384 SubjectPublicKeyInfo, with nothing after it");
             }
-            return p.Q;
+            return peer;
         }
         catch (CryptographicException e)
         {
+            peer.Dispose();
             throw new KeyProviderException("keys.peer.invalid", "the peer public key is not a valid P-384 point (SubjectPublicKeyInfo, DER)", e);
+        }
+        catch (KeyProviderException)
+        {
+            peer.Dispose();
+            throw;
         }
     }
 
