@@ -13,10 +13,13 @@ namespace Rempart.Cli;
 /// </summary>
 internal static class GuardianCommands
 {
-    public static int Serve(string[] rest)
+    public static int Serve(string[] rest) => RunService("rempart-guardian", "guardian", "REMPART_GUARDIAN_DLL", rest);
+
+    /// <summary>Starts a service executable (rempart-guardian, rempart-host) with <c>serve</c> and the given options.</summary>
+    internal static int RunService(string exe, string buildDir, string envVar, string[] rest)
     {
-        var (file, prefix) = Locate() ?? throw new UsageException(
-            "cannot find the Guardian executable: install rempart-guardian next to rempart or on PATH, set REMPART_GUARDIAN_DLL, or run scripts/rempart-guardian serve");
+        var (file, prefix) = Locate(exe, buildDir, envVar) ?? throw new UsageException(
+            $"cannot find {exe}: install it next to rempart or on PATH, set {envVar}, or run scripts/{exe} serve");
         var psi = new ProcessStartInfo(file) { UseShellExecute = false };
         foreach (var p in prefix.Append("serve").Concat(rest))
         {
@@ -183,13 +186,13 @@ internal static class GuardianCommands
         }
     }
 
-    private static (string File, string[] Prefix)? Locate()
+    private static (string File, string[] Prefix)? Locate(string exe, string buildDir, string envVar)
     {
-        if (Environment.GetEnvironmentVariable("REMPART_GUARDIAN_DLL") is { Length: > 0 } dll)
+        if (Environment.GetEnvironmentVariable(envVar) is { Length: > 0 } dll)
         {
-            return File.Exists(dll) ? ("dotnet", [dll]) : throw new UsageException($"REMPART_GUARDIAN_DLL={dll}: no such file");
+            return File.Exists(dll) ? ("dotnet", [dll]) : throw new UsageException($"{envVar}={dll}: no such file");
         }
-        foreach (var candidate in new[] { Path.Combine(AppContext.BaseDirectory, "rempart-guardian.dll"), Path.Combine(AppContext.BaseDirectory, "..", "guardian", "rempart-guardian.dll") })
+        foreach (var candidate in new[] { Path.Combine(AppContext.BaseDirectory, exe + ".dll"), Path.Combine(AppContext.BaseDirectory, "..", buildDir, exe + ".dll") })
         {
             if (File.Exists(candidate))
             {
@@ -198,10 +201,10 @@ internal static class GuardianCommands
         }
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
         {
-            var exe = Path.Combine(dir, "rempart-guardian");
-            if (File.Exists(exe))
+            var path = Path.Combine(dir, exe);
+            if (File.Exists(path))
             {
-                return (exe, []);
+                return (path, []);
             }
         }
         return null;

@@ -42,6 +42,8 @@ public static class Program
 
         Guardian (attestation service):
           guardian serve --data DIR [options]                       run the Guardian (rempart guardian serve --help)
+          host serve --guardian URL --tpm ADDR --data DIR [...]    run the host agent (rempart host serve --help)
+          host status [--socket PATH]                               the local agent's view: attested? token valid?
           host attest --guardian URL --tpm ADDR [--eventlog FILE]   enrol (first time) and attest once
           host list | host show ID | host approve ID --group G | host remove ID   admin, with --token-file FILE
           host allow-ek --ek-public FILE | host disallow-ek NAME | host allowed-eks   TPMs without EK certificate
@@ -102,6 +104,8 @@ public static class Program
                 ("host", "allow-ek" or "disallow-ek" or "allowed-eks") or ("token", "create" or "list" or "revoke") =>
                     FabricCommands.Run($"{group} {verb}", rest).GetAwaiter().GetResult(),
                 ("guardian", "serve") => GuardianCommands.Serve(rest),
+                ("host", "serve") => AgentCommands.Serve(rest),
+                ("host", "status") => AgentCommands.Status(rest).GetAwaiter().GetResult(),
                 ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),
                 ("kp", "releases") => GuardianCommands.Releases(rest).GetAwaiter().GetResult(),
                 ("kp", "rewrap") => GuardianCommands.Rewrap(rest).GetAwaiter().GetResult(),

@@ -1,0 +1,252 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Rempart.Attestation.Protocol;
+using Rempart.Host.Attestation;
+using Rempart.Host.Guardian;
+using Rempart.Host.Keys;
+using Rempart.KeyProtection;
+using Rempart.Tpm;
+using Rempart.Tpm.Structures;
+using Rempart.Tpm.Transport;
+
+namespace Rempart.Host.Agent;
+
+/// <summary>What the agent was started with.</summary>
+public sealed record HostAgentOptions(
+    Uri Guardian,
+    string? GuardianFingerprint,
+    string TpmAddress,
+    string DataDir,
+    string EventLogPath,
+    string Hostname,
+    TimeSpan Period);
+
+/// <summary>The agent's view of its host, for <c>rempart host status</c>.</summary>
+public sealed record HostAgentStatus(
+    string? HostId,
+    string State,
+    DateTimeOffset? LastAttestedAt,
+    DateTimeOffset? TokenExpiresAt,
+    string? LastError,
+    bool RebootDetected,
+    int Attestations);
+
+/// <summary>
+/// The host agent's attestation half (issue 6 §1): enrols on first run (the host id is kept in
+/// DATA/host.json), then attests every period, keeping the latest health token in memory only and
+/// the binding key's TPM-wrapped blobs in DATA/binding.json (useless without this TPM's SRK). It
+/// asks the Guardian for VM keys with that token and recovers them in the TPM. All TPM work is
+/// serialised: one command sequence at a time, on a connection opened for it (swtpm serves one
+/// client at a time). Never throws out of <see cref="AttestOnceAsync"/>: failures become the status.
+/// </summary>
+public sealed class HostAgent : IDisposable
+{
+    private readonly HostAgentOptions _options;
+    private readonly GuardianClient _guardian;
+    private readonly SemaphoreSlim _tpmGate = new(1, 1);
+    private readonly object _sync = new();
+    private string? _hostId;
+    private string _state = "starting";
+    private string? _token;
+    private DateTimeOffset? _tokenExpires;
+    private DateTimeOffset? _lastAttested;
+    private string? _lastError;
+    private bool _reboot;
+    private int _attestations;
+    private Binding? _binding;
+
+    private sealed record Binding(byte[] Private, TpmtPublic Public, TpmlPcrSelection Pcrs);
+
+    public HostAgent(HostAgentOptions options)
+    {
+        _options = options;
+        Directory.CreateDirectory(options.DataDir);
+        File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        _guardian = new GuardianClient(options.Guardian, options.GuardianFingerprint);
+        var hostFile = Path.Combine(options.DataDir, "host.json");
+        if (File.Exists(hostFile))
+        {
+            _hostId = JsonNode.Parse(File.ReadAllText(hostFile))?["hostId"]?.GetValue<string>()
+                ?? throw new InvalidDataException($"{hostFile}: no hostId");
+        }
+    }
+
+    public HostAgentStatus Status
+    {
+        get
+        {
+            lock (_sync)
+            {
+                return new HostAgentStatus(_hostId, _state, _lastAttested, _tokenExpires, _lastError, _reboot, _attestations);
+            }
+        }
+    }
+
+    /// <summary>Runs the attestation loop until <paramref name="ct"/> is cancelled.</summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            await AttestOnceAsync(ct);
+            try
+            {
+                await Task.Delay(_options.Period, ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Enrols if needed, then attests once. The result is in <see cref="Status"/>.</summary>
+    public async Task AttestOnceAsync(CancellationToken ct)
+    {
+        try
+        {
+            if (_hostId is null)
+            {
+                await EnrolAsync(ct);
+            }
+            var log = File.Exists(_options.EventLogPath) ? await File.ReadAllBytesAsync(_options.EventLogPath, ct)
+                : throw new FileNotFoundException($"event log {_options.EventLogPath} not found");
+            var nonce = await _guardian.NonceAsync(_hostId!, ct);
+            var collected = await WithTpmAsync(tpm => new EvidenceCollector(tpm).Collect(_hostId!, Convert.FromHexString(nonce.Nonce), log), ct);
+            var result = await _guardian.AttestAsync(collected.Evidence, ct);
+            lock (_sync)
+            {
+                _attestations++;
+                _lastAttested = DateTimeOffset.UtcNow;
+                _reboot = result.RebootDetected;
+                if (result.Token is { } token)
+                {
+                    _state = result.Status;
+                    _token = token;
+                    _tokenExpires = result.ExpiresAt;
+                    _binding = new Binding(collected.BindingKeyPrivate, collected.BindingKeyPublic, collected.BindingPcrs);
+                    _lastError = null;
+                }
+                else
+                {
+                    _state = result.Status;
+                    _token = null;
+                    _tokenExpires = null;
+                    _lastError = string.Join("; ", result.Failures.Select(f => $"{f.Id}: {f.Message}"));
+                }
+            }
+            if (result.Token is not null)
+            {
+                SaveBinding(collected);
+            }
+        }
+        catch (GuardianException e) when (e.Id == "attest.host.pending")
+        {
+            SetState("pending", $"{e.Id}: waiting for an admin's approval (rempart host approve {_hostId} --group G)");
+        }
+        catch (Exception e) when (e is GuardianException or TpmException or TpmTransportException or EvidenceCollectionException
+            or IOException or FormatException or InvalidDataException or Tpm.Marshal.TpmFormatException)
+        {
+            SetState(_token is null ? "error" : _state, e is GuardianException g ? $"{g.Id}: {g.Message}" : e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Asks the Guardian for a VM's key with the current health token and recovers it in this
+    /// TPM (TPM2_RSA_Decrypt under the binding key's PolicyPCR), then checks the key protector's
+    /// MAC with it. The caller disposes the key (which wipes it).
+    /// </summary>
+    public async Task<(VmMasterKey Key, ReleaseResponse Release)> ReleaseAsync(string keyProtector, CancellationToken ct)
+    {
+        string token;
+        Binding binding;
+        lock (_sync)
+        {
+            if (_token is null || _binding is null || _tokenExpires <= DateTimeOffset.UtcNow)
+            {
+                throw new HostAgentException("agent.no-token", $"this host has no valid health token (state {_state}{(_lastError is null ? "" : ": " + _lastError)})");
+            }
+            (token, binding) = (_token, _binding);
+        }
+        var kp = KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(keyProtector));
+        var release = await _guardian.ReleaseAsync(new ReleaseRequest(keyProtector, token), ct);
+        var key = await WithTpmAsync(tpm => new ReleaseUnwrapper(tpm).Unwrap(binding.Private, binding.Public, binding.Pcrs, release), ct);
+        try
+        {
+            kp.VerifyIntegrity(key);
+        }
+        catch
+        {
+            key.Dispose();
+            throw;
+        }
+        return (key, release);
+    }
+
+    private async Task EnrolAsync(CancellationToken ct)
+    {
+        var request = await WithTpmAsync(tpm => new HostIdentity(tpm).BuildRequest(_options.Hostname), ct);
+        var challenge = await _guardian.StartEnrolmentAsync(request, ct);
+        var answer = await WithTpmAsync(tpm => new CredentialActivator(tpm).Answer(challenge), ct);
+        var enrolled = await _guardian.ActivateAsync(challenge.EnrolmentId, answer, ct);
+        WriteAtomically(Path.Combine(_options.DataDir, "host.json"), new JsonObject { ["hostId"] = enrolled.HostId }.ToJsonString());
+        _hostId = enrolled.HostId;
+        SetState(enrolled.State, null);
+    }
+
+    private void SaveBinding(CollectedEvidence c) =>
+        WriteAtomically(Path.Combine(_options.DataDir, "binding.json"), JsonSerializer.Serialize(new
+        {
+            @private = Convert.ToBase64String(c.BindingKeyPrivate),
+            @public = Convert.ToBase64String(c.BindingKeyPublic.ToSizedBytes()),
+        }));
+
+    private async Task<T> WithTpmAsync<T>(Func<TpmClient, T> work, CancellationToken ct)
+    {
+        await _tpmGate.WaitAsync(ct);
+        try
+        {
+            return await Task.Run(() =>
+            {
+                using var tpm = TpmClient.Open(_options.TpmAddress);
+                return work(tpm);
+            }, ct);
+        }
+        finally
+        {
+            _tpmGate.Release();
+        }
+    }
+
+    private void SetState(string state, string? error)
+    {
+        lock (_sync)
+        {
+            _state = state;
+            _lastError = error;
+        }
+    }
+
+    private static void WriteAtomically(string path, string text)
+    {
+        var tmp = path + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+        using (var f = new FileStream(tmp, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+        {
+            f.Write(System.Text.Encoding.UTF8.GetBytes(text));
+            f.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true);
+    }
+
+    public void Dispose()
+    {
+        _guardian.Dispose();
+        _tpmGate.Dispose();
+    }
+}
+
+/// <summary>The agent cannot do what was asked (no token yet, …); <see cref="Id"/> is stable.</summary>
+public sealed class HostAgentException(string id, string message) : Exception(message)
+{
+    public string Id { get; } = id;
+}
