@@ -31,6 +31,14 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# QEMU and swtpm run as this unprivileged system user, never as root (docs/qemu.md).
+if ! getent passwd rempart-vm >/dev/null; then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: creating the system user rempart-vm"
+  $sudo useradd --system --no-create-home --shell /usr/sbin/nologin rempart-vm
+fi
+
 command -v dotnet >/dev/null || { echo "setup: the .NET 10 SDK (dotnet) is required" >&2; exit 1; }
 
 # Build everything once; quiet unless it fails.
