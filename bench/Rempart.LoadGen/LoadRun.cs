@@ -21,8 +21,8 @@ public sealed record Latency(int Count, double Mean, double P50, double P90, dou
 /// <summary>
 /// What one timed run measured. <see cref="Cycle"/> is one host's whole attestation — nonce
 /// request, the software TPM's quote and certification, evidence request, verdict; the nonce and
-/// evidence requests are also timed alone. Only affirming verdicts that started after the warm-up
-/// and ended within the window count; every refusal or error, warm-up included, is in
+/// evidence requests are also timed alone. Only affirming verdicts received within the measured
+/// window count (and give latency samples); every refusal or error, warm-up included, is in
 /// <see cref="Errors"/> by its id.
 /// </summary>
 public sealed record LoadResult(int Concurrency, double WindowSeconds, long Affirmed, double AttestationsPerSecond,
@@ -121,7 +121,7 @@ public static class LoadRun
                         }
                         continue;
                     }
-                    if (t0 >= measureFrom && t3 <= measureTo)
+                    if (t3 >= measureFrom && t3 <= measureTo)
                     {
                         Affirmed++;
                         Cycle.Add(Ms(t3 - t0));

@@ -38,7 +38,8 @@ public static class Program
 
           --hosts N            simulated hosts enrolled (default 200)
           --concurrency C      hosts attesting at once, at most N (default 200, or N if smaller)
-          --duration S         measured seconds (default 20); --warmup S before it (default 5)
+          --duration S         measured seconds (default 20); --warmup S before it (default 60: on
+                               2 shared cores the Guardian's JIT is still tiering up for ~50 s)
           --store              sqlite, postgres or both (default both)
           --postgres CONN      PostgreSQL server to use (a fresh database is created in it and dropped
                                after); default: the private cluster of scripts/postgres.sh
@@ -202,7 +203,7 @@ public static class Program
 
         public static Options Parse(string[] args)
         {
-            int hosts = 200, duration = 20, warmUp = 5, enrolParallelism = 16;
+            int hosts = 200, duration = 20, warmUp = 60, enrolParallelism = 16;
             int? concurrency = null;
             string store = "both";
             string? postgres = null, dll = null, log = null, policy = null, format = "table";
