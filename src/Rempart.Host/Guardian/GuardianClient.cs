@@ -68,57 +68,12 @@ public sealed class GuardianClient : IDisposable
         SendAsync(new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) }, ct);
 
     /// <summary>GETs a document as the Guardian wrote it (signed documents must not be re-serialized).</summary>
-    public async Task<string> GetTextAsync(string path, CancellationToken ct = default)
-    {
-        HttpResponseMessage response;
-        try
-        {
-            response = await _http.GetAsync(path, ct);
-        }
-        catch (HttpRequestException e)
-        {
-            throw new GuardianException("guardian.unreachable", $"cannot reach the Guardian at {_http.BaseAddress}: {e.Message}", 0);
-        }
-        using (response)
-        {
-            var text = await response.Content.ReadAsStringAsync(ct);
-            return response.IsSuccessStatusCode
-                ? text
-                : throw new GuardianException($"http.{(int)response.StatusCode}", response.ReasonPhrase ?? "error", (int)response.StatusCode);
-        }
-    }
+    public Task<string> GetTextAsync(string path, CancellationToken ct = default) =>
+        SendForTextAsync(new HttpRequestMessage(HttpMethod.Get, path), ct);
 
     /// <summary>POSTs JSON and returns the answer as text (e.g. a YAML policy baseline).</summary>
-    public async Task<string> PostForTextAsync(string path, object body, CancellationToken ct = default)
-    {
-        HttpResponseMessage response;
-        try
-        {
-            response = await _http.PostAsJsonAsync(path, body, ct);
-        }
-        catch (HttpRequestException e)
-        {
-            throw new GuardianException("guardian.unreachable", $"cannot reach the Guardian at {_http.BaseAddress}: {e.Message}", 0);
-        }
-        using (response)
-        {
-            var text = await response.Content.ReadAsStringAsync(ct);
-            if (!response.IsSuccessStatusCode)
-            {
-                JsonNode? node = null;
-                try
-                {
-                    node = JsonNode.Parse(text);
-                }
-                catch (JsonException)
-                {
-                }
-                throw new GuardianException(node?["title"]?.GetValue<string>() ?? $"http.{(int)response.StatusCode}",
-                    node?["detail"]?.GetValue<string>() ?? response.ReasonPhrase ?? "error", (int)response.StatusCode);
-            }
-            return text;
-        }
-    }
+    public Task<string> PostForTextAsync(string path, object body, CancellationToken ct = default) =>
+        SendForTextAsync(new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) }, ct);
 
     private async Task<T> PostAsync<T>(string path, object body, CancellationToken ct)
     {
@@ -126,7 +81,11 @@ public sealed class GuardianClient : IDisposable
         return node.Deserialize<T>() ?? throw new GuardianException("response.empty", $"{path}: empty answer", 0);
     }
 
-    private async Task<JsonNode> SendAsync(HttpRequestMessage request, CancellationToken ct)
+    private async Task<JsonNode> SendAsync(HttpRequestMessage request, CancellationToken ct) =>
+        TryParse(await SendForTextAsync(request, ct)) ?? throw new GuardianException("response.format", "the Guardian's answer is not JSON", 200);
+
+    /// <summary>Sends, and returns the body of a success; a failure becomes a <see cref="GuardianException"/> with the problem's id and detail.</summary>
+    private async Task<string> SendForTextAsync(HttpRequestMessage request, CancellationToken ct)
     {
         HttpResponseMessage response;
         try
@@ -140,21 +99,25 @@ public sealed class GuardianClient : IDisposable
         using (response)
         {
             var text = await response.Content.ReadAsStringAsync(ct);
-            JsonNode? node = null;
-            try
-            {
-                node = text.Length > 0 ? JsonNode.Parse(text) : null;
-            }
-            catch (JsonException)
-            {
-            }
             if (!response.IsSuccessStatusCode)
             {
-                var id = node?["title"]?.GetValue<string>() ?? $"http.{(int)response.StatusCode}";
-                var detail = node?["detail"]?.GetValue<string>() ?? response.ReasonPhrase ?? "error";
-                throw new GuardianException(id, detail, (int)response.StatusCode);
+                var node = TryParse(text);
+                throw new GuardianException(node?["title"]?.GetValue<string>() ?? $"http.{(int)response.StatusCode}",
+                    node?["detail"]?.GetValue<string>() ?? response.ReasonPhrase ?? "error", (int)response.StatusCode);
             }
-            return node ?? throw new GuardianException("response.format", "the Guardian's answer is not JSON", (int)response.StatusCode);
+            return text;
+        }
+    }
+
+    private static JsonNode? TryParse(string text)
+    {
+        try
+        {
+            return text.Length > 0 ? JsonNode.Parse(text) : null;
+        }
+        catch (JsonException)
+        {
+            return null;
         }
     }
 

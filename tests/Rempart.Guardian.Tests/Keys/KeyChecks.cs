@@ -66,10 +66,21 @@ public static class KeyChecks
         var w = new AsnWriter(AsnEncodingRules.DER);
         using (w.PushSequence())
         {
-            w.WriteIntegerUnsigned(p1363.AsSpan(0, 32));
-            w.WriteIntegerUnsigned(p1363.AsSpan(32));
+            w.WriteIntegerUnsigned(Minimal(p1363.AsSpan(0, 32)));
+            w.WriteIntegerUnsigned(Minimal(p1363.AsSpan(32)));
         }
         return w.Encode();
+    }
+
+    /// <summary>DER integers have no redundant leading zero bytes (r or s starts with 0x00 once in 256 signatures).</summary>
+    private static ReadOnlySpan<byte> Minimal(ReadOnlySpan<byte> value)
+    {
+        int i = 0;
+        while (i < value.Length - 1 && value[i] == 0)
+        {
+            i++;
+        }
+        return value[i..];
     }
 
     /// <summary>Asserts <paramref name="action"/> throws a KeyProviderException with <paramref name="id"/>.</summary>
