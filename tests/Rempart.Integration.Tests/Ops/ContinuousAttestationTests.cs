@@ -73,8 +73,10 @@ public sealed class ContinuousAttestationTests
         Assert.Equal("healthy", await State(g, enrolled.HostId));
         g.Clock.Advance(TimeSpan.FromSeconds(121));
         await OpsSupport.EventuallyAsync(async () => await State(g, enrolled.HostId) == "stale", "the monitor's own sweep", 5_000);
-        var metrics = await g.Admin.GetStringAsync("metrics");
-        Assert.Equal(2, OpsSupport.Sample(metrics, "rempart_hosts_marked_stale_total"));
+        // The sweep counts a host after it has stored its new state: wait for the count, not only the state.
+        await OpsSupport.EventuallyAsync(async () =>
+            OpsSupport.Sample(await g.Admin.GetStringAsync("metrics"), "rempart_hosts_marked_stale_total") == 2, "the second stale mark counted", 5_000);
+        Assert.Equal(2, OpsSupport.Sample(await g.Admin.GetStringAsync("metrics"), "rempart_hosts_marked_stale_total"));
     }
 
     private static async Task<IReadOnlyList<JsonNode>> Sweep(GuardianFixture g)
