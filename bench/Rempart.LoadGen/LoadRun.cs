@@ -33,14 +33,22 @@ public sealed record LoadResult(int Concurrency, double WindowSeconds, long Affi
 }
 
 /// <summary>
-/// The timed run: <c>C</c> simulated hosts in parallel, each looping nonce → evidence → verdict
-/// with no think time (closed loop), for a warm-up and then the measured window.
+/// The timed run: <c>C</c> simulated hosts in parallel, each looping nonce → evidence → verdict,
+/// for a warm-up and then the measured window. Without a rate the loop is closed with no think
+/// time, so the latency is C ÷ throughput by Little's law; with a rate R each of the C workers
+/// starts a cycle every C ÷ R seconds (staggered), so the latency is measured at that offered load.
+/// A worker that falls behind starts its next cycle at once but does not burst to catch up: an
+/// overloaded Guardian shows as an achieved rate below R.
 /// </summary>
 public static class LoadRun
 {
     public static async Task<LoadResult> RunAsync(GuardianHttp http, IReadOnlyList<EnrolledHost> hosts, int concurrency, TimeSpan warmUp, TimeSpan duration,
-        GuardianProcess? guardian, TextWriter progress, CancellationToken ct)
+        double? rate, GuardianProcess? guardian, string? database, TextWriter progress, CancellationToken ct)
     {
+        if (rate is <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(rate), "an offered rate is positive");
+        }
         if (concurrency < 1 || concurrency > hosts.Count)
         {
             throw new ArgumentOutOfRangeException(nameof(concurrency), $"concurrency must be 1 to the number of hosts ({hosts.Count}): a host attests one nonce at a time");
@@ -55,12 +63,13 @@ public static class LoadRun
         {
             // Worker w owns hosts w, w + C, w + 2C, …: never two attestations of one TPM at once.
             var owned = hosts.Where((_, i) => i % concurrency == w).ToArray();
-            var worker = workers[w] = new Worker(http, owned, errors, measureFrom, measureTo);
+            long interval = rate is { } r ? (long)(concurrency / r * Stopwatch.Frequency) : 0;
+            var worker = workers[w] = new Worker(http, owned, errors, measureFrom, measureTo, interval, start + (interval * w / concurrency));
             tasks[w] = Task.Run(() => worker.RunAsync(ct), ct);
         }
 
         await Task.Delay(warmUp, ct);
-        var cpuFrom = CpuMeter.Take(guardian);
+        var cpuFrom = CpuMeter.Take(guardian, database);
         for (int s = 1; s <= (int)duration.TotalSeconds; s++)
         {
             long before = workers.Sum(w => w.Affirmed);
@@ -72,7 +81,7 @@ public static class LoadRun
         {
             await Task.Delay(rest, ct);
         }
-        var cpuTo = CpuMeter.Take(guardian);
+        var cpuTo = CpuMeter.Take(guardian, database);
         await Task.WhenAll(tasks);
 
         long affirmed = workers.Sum(w => w.Affirmed);
@@ -85,7 +94,8 @@ public static class LoadRun
             CpuUsage.Between(cpuFrom, cpuTo));
     }
 
-    private sealed class Worker(GuardianHttp http, EnrolledHost[] hosts, ConcurrentDictionary<string, long> errors, long measureFrom, long measureTo)
+    private sealed class Worker(GuardianHttp http, EnrolledHost[] hosts, ConcurrentDictionary<string, long> errors, long measureFrom, long measureTo,
+        long interval, long firstStart)
     {
         public List<double> Cycle { get; } = new(8192);
 
@@ -101,8 +111,18 @@ public static class LoadRun
 
         public async Task RunAsync(CancellationToken ct)
         {
+            long next = firstStart;
             for (int i = 0; Stopwatch.GetTimestamp() < measureTo; i++)
             {
+                if (interval > 0)
+                {
+                    long wait = next - Stopwatch.GetTimestamp();
+                    if (wait > 0)
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(wait / (double)Stopwatch.Frequency), ct);
+                    }
+                    next = Math.Max(next + interval, Stopwatch.GetTimestamp());
+                }
                 var host = hosts[i % hosts.Length];
                 long t0 = Stopwatch.GetTimestamp();
                 try

@@ -11,6 +11,7 @@ public sealed record RunSettings(
     [property: JsonPropertyName("concurrency")] int Concurrency,
     [property: JsonPropertyName("durationSeconds")] int DurationSeconds,
     [property: JsonPropertyName("warmUpSeconds")] int WarmUpSeconds,
+    [property: JsonPropertyName("offeredRate")] double? OfferedRate,
     [property: JsonPropertyName("stores")] IReadOnlyList<string> Stores,
     [property: JsonPropertyName("http2")] bool Http2,
     [property: JsonPropertyName("eventLog")] string EventLogName,
@@ -26,7 +27,7 @@ internal sealed partial class ReportJson : JsonSerializerContext;
 public static class Program
 {
     private const string Help = """
-        Usage: rempart-loadgen [--hosts N] [--concurrency C] [--duration S] [--warmup S]
+        Usage: rempart-loadgen [--hosts N] [--concurrency C] [--duration S] [--warmup S] [--rate R]
                                [--store sqlite|postgres|both] [--postgres CONNECTION] [--guardian-dll PATH]
                                [--eventlog FILE] [--policy FILE] [--http2] [--format table|json]
                                [--enrol-parallelism P] [--keep]
@@ -40,6 +41,8 @@ public static class Program
           --concurrency C      hosts attesting at once, at most N (default 200, or N if smaller)
           --duration S         measured seconds (default 20); --warmup S before it (default 60: on
                                2 shared cores the Guardian's JIT is still tiering up for ~50 s)
+          --rate R             offer R attestations/s in total (each host paced); default: closed loop,
+                               no think time (latency is then concurrency / throughput)
           --store              sqlite, postgres or both (default both)
           --postgres CONN      PostgreSQL server to use (a fresh database is created in it and dropped
                                after); default: the private cluster of scripts/postgres.sh
@@ -140,7 +143,7 @@ public static class Program
             progress.WriteLine($"loadgen [{store}]: verify {crypto.VerifyPerSecondOneThread:0}/s (1 thread), {crypto.VerifyPerSecondAllCores:0}/s (all cores), sign {crypto.SignPerSecondOneThread:0}/s");
 
             progress.WriteLine($"loadgen [{store}]: {o.Concurrency} hosts attesting, {o.WarmUp.TotalSeconds:0} s warm-up then {o.Duration.TotalSeconds:0} s measured");
-            var load = await LoadRun.RunAsync(http, hosts, o.Concurrency, o.WarmUp, o.Duration, guardian, progress, CancellationToken.None);
+            var load = await LoadRun.RunAsync(http, hosts, o.Concurrency, o.WarmUp, o.Duration, o.Rate, guardian, database, progress, CancellationToken.None);
 
             var verify = await admin.GetTextAsync("v1/audit/verify");
             var node = System.Text.Json.Nodes.JsonNode.Parse(verify)!;
@@ -195,16 +198,16 @@ public static class Program
         await cmd.ExecuteNonQueryAsync();
     }
 
-    private sealed record Options(int Hosts, int Concurrency, TimeSpan Duration, TimeSpan WarmUp, IReadOnlyList<string> Stores, string? Postgres,
+    private sealed record Options(int Hosts, int Concurrency, TimeSpan Duration, TimeSpan WarmUp, double? Rate, IReadOnlyList<string> Stores, string? Postgres,
         string? GuardianDll, string? EventLog, string? PolicyFile, bool Http2, bool Json, int EnrolParallelism, bool Keep, bool Help)
     {
-        public RunSettings Settings => new(Hosts, Concurrency, (int)Duration.TotalSeconds, (int)WarmUp.TotalSeconds, Stores, Http2,
+        public RunSettings Settings => new(Hosts, Concurrency, (int)Duration.TotalSeconds, (int)WarmUp.TotalSeconds, Rate, Stores, Http2,
             Path.GetFileName(EventLog ?? "go-tpm-tools__cos-85-amd-sev.bin"), EnrolParallelism);
 
         public static Options Parse(string[] args)
         {
             int hosts = 200, duration = 20, warmUp = 60, enrolParallelism = 16;
-            int? concurrency = null;
+            int? concurrency = null, rate = null;
             string store = "both";
             string? postgres = null, dll = null, log = null, policy = null, format = "table";
             bool http2 = false, keep = false, help = false;
@@ -223,6 +226,7 @@ public static class Program
                     case "--concurrency": concurrency = Int(1); break;
                     case "--duration": duration = Int(1); break;
                     case "--warmup": warmUp = Int(0); break;
+                    case "--rate": rate = Int(1); break;
                     case "--store": store = Next(); break;
                     case "--postgres": postgres = Next(); break;
                     case "--guardian-dll": dll = Path.GetFullPath(Next()); break;
@@ -256,7 +260,7 @@ public static class Program
             {
                 throw new ArgumentException($"--guardian-dll {dll}: no such file");
             }
-            return new Options(hosts, c, TimeSpan.FromSeconds(duration), TimeSpan.FromSeconds(warmUp), stores, postgres, dll, log, policy, http2,
+            return new Options(hosts, c, TimeSpan.FromSeconds(duration), TimeSpan.FromSeconds(warmUp), rate, stores, postgres, dll, log, policy, http2,
                 format == "json", enrolParallelism, keep, help);
         }
     }

@@ -26,7 +26,8 @@ public static class Report
     public static string Table(IReadOnlyList<StoreResult> results, RunSettings settings)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(Inv, $"Guardian attestation load — {settings.Hosts} software hosts, {settings.Concurrency} concurrent, {settings.WarmUpSeconds} s warm-up + {settings.DurationSeconds} s, HTTP/{(settings.Http2 ? "2" : "1.1")} over TLS (pinned), log {settings.EventLogName}");
+        var load = settings.OfferedRate is { } offered ? $"{offered:0} attestations/s offered" : "closed loop, no think time";
+        sb.AppendLine(Inv, $"Guardian attestation load — {settings.Hosts} software hosts, {settings.Concurrency} concurrent, {load}, {settings.WarmUpSeconds} s warm-up + {settings.DurationSeconds} s, HTTP/{(settings.Http2 ? "2" : "1.1")} over TLS (pinned), log {settings.EventLogName}");
         sb.AppendLine(Inv, $"machine: {Environment.ProcessorCount} cores, shared by the load generator, the Guardian and PostgreSQL; .NET {Environment.Version}");
         sb.AppendLine();
         sb.AppendLine("| store | att/s | p50 ms | p90 ms | p99 ms | max ms | errors | raw P-256 verify/s (all cores) | att/s ÷ raw verify | crypto ceiling att/s | % of ceiling | valid |");
@@ -37,7 +38,7 @@ public static class Report
             sb.AppendLine(Inv, $"| {r.Store} | {l.AttestationsPerSecond:0} | {l.Cycle.P50:0.0} | {l.Cycle.P90:0.0} | {l.Cycle.P99:0.0} | {l.Cycle.Max:0.0} | {l.ErrorCount} | {r.Crypto.VerifyPerSecondAllCores:0} | {r.RatioToRawVerify:0.000} | {r.Crypto.CryptoCeiling:0} | {r.RatioToCryptoCeiling * 100:0.0} % | {(r.Valid ? "yes" : "NO")} |");
         }
         sb.AppendLine();
-        sb.AppendLine("| store | nonce p50/p99 ms | evidence p50/p99 ms | client build µs | CPU µs per attestation: client / Guardian / PostgreSQL / other | client share of CPU | machine busy | audit chain |");
+        sb.AppendLine("| store | nonce p50/p99 ms | evidence p50/p99 ms | client build µs | CPU µs per attestation: client / Guardian / PostgreSQL backends / other | client share of CPU | machine busy | audit chain |");
         sb.AppendLine("| --- | --- | --- | ---: | --- | ---: | ---: | --- |");
         foreach (var r in results)
         {
