@@ -38,7 +38,7 @@ public static class CpuMeter
 
     /// <param name="guardian">The Guardian process, or null.</param>
     /// <param name="database">The PostgreSQL database of the run (its backends' titles name it), or null.</param>
-    public static CpuSnapshot Take(GuardianProcess? guardian, string? database)
+    public static CpuSnapshot Take(GuardianProcess? guardian, string? database = null)
     {
         var (busy, total) = Machine();
         return new CpuSnapshot(Process.GetCurrentProcess().TotalProcessorTime, guardian?.CpuTime ?? TimeSpan.Zero,
