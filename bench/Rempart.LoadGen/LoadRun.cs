@@ -74,7 +74,8 @@ public static class LoadRun
         {
             long before = workers.Sum(w => w.Affirmed);
             await Task.Delay(TimeSpan.FromSeconds(1), ct);
-            progress.WriteLine($"  {s,3} s: {workers.Sum(w => w.Affirmed) - before,6} affirmed/s, errors {errors.Values.Sum()}");
+            long slowest = Interlocked.Exchange(ref Worker.SlowestThisSecond, 0);
+            progress.WriteLine($"  {s,3} s: {workers.Sum(w => w.Affirmed) - before,6} affirmed/s, slowest {slowest * 1000.0 / Stopwatch.Frequency,7:0.0} ms, errors {errors.Values.Sum()}");
         }
         var rest = TimeSpan.FromSeconds((measureTo - Stopwatch.GetTimestamp()) / (double)Stopwatch.Frequency);
         if (rest > TimeSpan.Zero)
@@ -104,6 +105,9 @@ public static class LoadRun
         public List<double> Evidence { get; } = new(8192);
 
         public long Affirmed;
+
+        /// <summary>The longest cycle that ended since the progress line last read it (ticks).</summary>
+        public static long SlowestThisSecond;
 
         public long BuildTicks;
 
@@ -140,6 +144,11 @@ public static class LoadRun
                             errors.AddOrUpdate(f.Id, 1, (_, n) => n + 1);
                         }
                         continue;
+                    }
+                    for (long seen = Volatile.Read(ref SlowestThisSecond); t3 - t0 > seen;)
+                    {
+                        long was = Interlocked.CompareExchange(ref SlowestThisSecond, t3 - t0, seen);
+                        seen = was == seen ? t3 - t0 : was;
                     }
                     if (t3 >= measureFrom && t3 <= measureTo)
                     {
