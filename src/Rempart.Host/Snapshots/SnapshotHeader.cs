@@ -53,6 +53,13 @@ public sealed class SnapshotHeader
     /// <summary>The header's length in the stream; the first record starts here.</summary>
     public int Length => Bytes.Length;
 
+    /// <summary>
+    /// SHA-256 of the header (MAC included), lowercase hex: names this one sealed stream (its salt is random).
+    /// The snapshot's metadata can record it at seal time and compare it at restore, so an older stream of the
+    /// same snapshot id cannot be put back in its place.
+    /// </summary>
+    public string Fingerprint => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Bytes));
+
     /// <summary>The header as written, MAC included.</summary>
     internal byte[] Bytes { get; }
 

@@ -45,6 +45,11 @@ public sealed class SnapshotStreamTests : IDisposable
         Assert.Equal(SnapshotHeader.DefaultChunkSize, info.Header.ChunkSize);
         Assert.Equal(("vm-test-1", "snap-1"), (info.Header.VmId, info.Header.SnapshotId));
         Assert.Equal(plaintext, await Open(sealedBytes, key));
+        // The fingerprint names this sealed stream: the same after a verify, another for the same bytes sealed again.
+        var sealedInfo = await SnapshotStream.SealAsync(new MemoryStream(plaintext), Stream.Null, key);
+        Assert.Matches("^[0-9a-f]{64}$", info.Header.Fingerprint);
+        Assert.NotEqual(info.Header.Fingerprint, sealedInfo.Header.Fingerprint);
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(sealedBytes.AsSpan(0, info.Header.Length))), info.Header.Fingerprint);
     }
 
     [Fact]
