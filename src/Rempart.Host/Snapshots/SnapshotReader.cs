@@ -23,14 +23,23 @@ public sealed class SnapshotReader : Stream
     private long _offset;
     private bool _final;
     private bool _disposed;
+    private SnapshotException? _failure;
 
     /// <summary>Reads and authenticates the header now (<c>snapshot.format</c>, <c>snapshot.wrong-vm</c>, …).</summary>
     public SnapshotReader(Stream source, SnapshotKey key, bool leaveOpen = false)
     {
         _source = source;
         _leaveOpen = leaveOpen;
-        Header = SnapshotHeader.Read(source);
-        _cipher = StreamCipher.Open(key, Header);
+        try
+        {
+            Header = SnapshotHeader.Read(source);
+            _cipher = StreamCipher.Open(key, Header);
+        }
+        catch when (!leaveOpen)
+        {
+            source.Dispose();
+            throw;
+        }
         _record = new byte[Header.ChunkSize + SnapshotRecord.Overhead];
         _offset = Header.Length;
     }
@@ -59,7 +68,20 @@ public sealed class SnapshotReader : Stream
             {
                 return 0;
             }
-            Next();
+            if (_failure is not null)
+            {
+                // A refused stream stays refused: no reading on past the fault.
+                throw new SnapshotException(_failure.Id, _failure.Message, _failure.Chunk, _failure.Offset, _failure);
+            }
+            try
+            {
+                Next();
+            }
+            catch (SnapshotException e)
+            {
+                _failure = e;
+                throw;
+            }
         }
         int n = Math.Min(buffer.Length, _end - _position);
         _record.AsSpan(_position, n).CopyTo(buffer);

@@ -209,6 +209,22 @@ public sealed class SnapshotTamperTests : IDisposable
     }
 
     [Fact]
+    public async Task The_pull_reader_releases_only_the_chunks_before_a_fault_and_stays_refused_after_it()
+    {
+        var plaintext = Random(5 * Chunk + 1);
+        var sealedBytes = await Seal(plaintext, _key, Chunk);
+        var bad = (byte[])sealedBytes.Clone();
+        bad[Records(sealedBytes)[3].Offset + 30] ^= 0x04;
+        using var reader = new SnapshotReader(new MemoryStream(bad), _key);
+        var got = new byte[3 * Chunk];
+        reader.ReadExactly(got);
+        Assert.Equal(plaintext[..(3 * Chunk)], got);
+        var e = Assert.Throws<SnapshotException>(() => reader.ReadByte());
+        Assert.Equal((SnapshotException.Tampered, 3L), (e.Id, e.Chunk!.Value));
+        Assert.Equal(SnapshotException.Tampered, Assert.Throws<SnapshotException>(() => reader.ReadByte()).Id);
+    }
+
+    [Fact]
     public async Task Random_mutations_are_refused()
     {
         var sealedBytes = await Seal(Random(6 * Chunk + 30), _key, Chunk);
