@@ -1,5 +1,6 @@
 using System.Data.Common;
 using Npgsql;
+using NpgsqlTypes;
 
 namespace Rempart.Guardian.Storage;
 
@@ -21,6 +22,9 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
     private readonly NpgsqlDataSource _dataSource;
     private readonly AuditBatcher _audit;
 
+    /// <summary>The last audit record this store appended (seq, hash), null before its first append or after a conflict.</summary>
+    private (long Seq, byte[] Hash)? _auditHead;
+
     public PostgresGuardianStore(string connectionString)
     {
         ArgumentException.ThrowIfNullOrEmpty(connectionString);
@@ -37,9 +41,7 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
             builder.ConnectionStringBuilder.NoResetOnClose = true;
         }
         _dataSource = builder.Build();
-        // The batch is written for several callers: no one caller's cancellation may abort it.
-        _audit = new AuditBatcher(entries =>
-            InTransactionAsync(AuditLockKey, (c, tx) => StoreSql.AppendAuditAsync(c, tx, entries, CancellationToken.None), CancellationToken.None));
+        _audit = new AuditBatcher(AppendAuditBatchAsync);
     }
 
     public override Task MigrateAsync(CancellationToken ct = default) =>
@@ -90,6 +92,71 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
         return _audit.AppendAsync(new AuditEntry(kind, subject, dataJson, at), ct);
     }
 
+    /// <summary>
+    /// One batch of audit records (called by the batcher's single writer only; the batch is written
+    /// for several callers, so no one caller's cancellation may abort it). Once this store knows the
+    /// head — the last record it appended — the records are chained to it and sent with the lock in
+    /// one round trip, as one implicit transaction: <c>pg_advisory_xact_lock</c>, then one INSERT of
+    /// every record (a fixed statement over arrays, prepared once, whatever the batch's size). When
+    /// another replica appended in between, record head + 1 exists and the unique seq (and
+    /// prev_hash) rejects the whole INSERT; the batch is then chained again to the head read under
+    /// the lock, as on the first append. The chain is the same record by record either way.
+    /// </summary>
+    private async Task<IReadOnlyList<AuditRecord>> AppendAuditBatchAsync(IReadOnlyList<AuditEntry> entries)
+    {
+        if (_auditHead is { } head)
+        {
+            var records = StoreSql.ChainAudit(head.Seq, head.Hash, entries);
+            try
+            {
+                await using var batch = _dataSource.CreateBatch();
+                var lockCommand = new NpgsqlBatchCommand(AdvisoryLockSql);
+                lockCommand.Parameters.AddWithValue("key", AuditLockKey);
+                batch.BatchCommands.Add(lockCommand);
+                var insert = new NpgsqlBatchCommand(InsertAuditSql);
+                BindAudit(insert.Parameters, records);
+                batch.BatchCommands.Add(insert);
+                await batch.ExecuteNonQueryAsync(CancellationToken.None);
+                _auditHead = (records[^1].Seq, records[^1].Hash);
+                return records;
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+            {
+                // The head moved (another replica): nothing of this batch was stored.
+                _auditHead = null;
+            }
+        }
+        var appended = await InTransactionAsync(AuditLockKey, async (c, tx) =>
+        {
+            // Under READ COMMITTED, the read after the lock sees the previous holder's committed records.
+            var (seq, hash) = await StoreSql.ReadAuditHeadAsync(c, tx, CancellationToken.None);
+            var records = StoreSql.ChainAudit(seq, hash, entries);
+            await using var insert = new NpgsqlCommand(InsertAuditSql, (NpgsqlConnection)c, (NpgsqlTransaction)tx);
+            BindAudit(insert.Parameters, records);
+            await insert.ExecuteNonQueryAsync(CancellationToken.None);
+            return records;
+        }, CancellationToken.None);
+        _auditHead = (appended[^1].Seq, appended[^1].Hash);
+        return appended;
+    }
+
+    private const string AdvisoryLockSql = "SELECT pg_advisory_xact_lock(@key)";
+
+    private const string InsertAuditSql =
+        "INSERT INTO audit_log (seq, at, kind, subject, data_json, prev_hash, hash) " +
+        "SELECT * FROM unnest(@seq, @at, @kind, @subject, @data, @prev, @hash)";
+
+    private static void BindAudit(NpgsqlParameterCollection p, AuditRecord[] records)
+    {
+        p.Add(new NpgsqlParameter("seq", NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = records.Select(r => r.Seq).ToArray() });
+        p.Add(new NpgsqlParameter("at", NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = records.Select(r => StoreSql.Ms(r.At)).ToArray() });
+        p.Add(new NpgsqlParameter("kind", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = records.Select(r => r.Kind).ToArray() });
+        p.Add(new NpgsqlParameter("subject", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = records.Select(r => r.Subject).ToArray() });
+        p.Add(new NpgsqlParameter("data", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = records.Select(r => r.DataJson).ToArray() });
+        p.Add(new NpgsqlParameter("prev", NpgsqlDbType.Array | NpgsqlDbType.Bytea) { Value = records.Select(r => r.PrevHash).ToArray() });
+        p.Add(new NpgsqlParameter("hash", NpgsqlDbType.Array | NpgsqlDbType.Bytea) { Value = records.Select(r => r.Hash).ToArray() });
+    }
+
     public override async ValueTask DisposeAsync()
     {
         await _audit.DisposeAsync();
@@ -101,7 +168,7 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
     {
         await using var c = await _dataSource.OpenConnectionAsync(ct);
         await using var tx = await c.BeginTransactionAsync(ct);
-        await using (var lockCmd = new NpgsqlCommand("SELECT pg_advisory_xact_lock(@key)", c, tx))
+        await using (var lockCmd = new NpgsqlCommand(AdvisoryLockSql, c, tx))
         {
             lockCmd.Parameters.AddWithValue("key", lockKey);
             await lockCmd.ExecuteNonQueryAsync(ct);

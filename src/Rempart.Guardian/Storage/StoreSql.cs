@@ -273,49 +273,63 @@ internal static class StoreSql
     /// </summary>
     public static async Task<IReadOnlyList<AuditRecord>> AppendAuditAsync(DbConnection c, DbTransaction tx, IReadOnlyList<AuditEntry> entries, CancellationToken ct)
     {
-        ArgumentOutOfRangeException.ThrowIfZero(entries.Count);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(entries.Count, MaxAuditBatch);
-        long lastSeq = 0;
-        var prevHash = AuditChain.Genesis;
-        await using (var last = c.CreateCommand())
-        {
-            last.Transaction = tx;
-            last.CommandText = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-            await using var reader = await last.ExecuteReaderAsync(ct);
-            if (await reader.ReadAsync(ct))
-            {
-                lastSeq = reader.GetInt64(0);
-                prevHash = Bytes(reader, 1);
-            }
-        }
-        var records = new AuditRecord[entries.Count];
+        var (lastSeq, prevHash) = await ReadAuditHeadAsync(c, tx, ct);
+        var records = ChainAudit(lastSeq, prevHash, entries);
         await using (var insert = c.CreateCommand())
         {
             insert.Transaction = tx;
             var sql = new System.Text.StringBuilder("INSERT INTO audit_log (seq, at, kind, subject, data_json, prev_hash, hash) VALUES ");
-            for (int i = 0; i < entries.Count; i++)
+            for (int i = 0; i < records.Length; i++)
             {
-                var (kind, subject, dataJson, at) = entries[i];
-                ArgumentNullException.ThrowIfNull(kind);
-                ArgumentNullException.ThrowIfNull(subject);
-                ArgumentNullException.ThrowIfNull(dataJson);
-                var seq = lastSeq + 1 + i;
-                var when = DateTimeOffset.FromUnixTimeMilliseconds(Ms(at));
-                var hash = AuditChain.ComputeHash(prevHash, seq, when, kind, subject, dataJson);
-                records[i] = new AuditRecord(seq, when, kind, subject, dataJson, prevHash, hash);
+                var r = records[i];
                 sql.Append(i == 0 ? "" : ", ").Append(System.Globalization.CultureInfo.InvariantCulture,
                     $"(@seq{i}, @at{i}, @kind{i}, @subject{i}, @data{i}, @prev{i}, @hash{i})");
-                Bind(insert, $"@seq{i}", seq);
-                Bind(insert, $"@at{i}", Ms(when));
-                Bind(insert, $"@kind{i}", kind);
-                Bind(insert, $"@subject{i}", subject);
-                Bind(insert, $"@data{i}", dataJson);
-                Bind(insert, $"@prev{i}", prevHash);
-                Bind(insert, $"@hash{i}", hash);
-                prevHash = hash;
+                Bind(insert, $"@seq{i}", r.Seq);
+                Bind(insert, $"@at{i}", Ms(r.At));
+                Bind(insert, $"@kind{i}", r.Kind);
+                Bind(insert, $"@subject{i}", r.Subject);
+                Bind(insert, $"@data{i}", r.DataJson);
+                Bind(insert, $"@prev{i}", r.PrevHash);
+                Bind(insert, $"@hash{i}", r.Hash);
             }
             insert.CommandText = sql.ToString();
             await insert.ExecuteNonQueryAsync(ct);
+        }
+        return records;
+    }
+
+    /// <summary>The last record's seq and hash (0 and the genesis hash for an empty log); the caller holds the appenders' lock.</summary>
+    public static async Task<(long Seq, byte[] Hash)> ReadAuditHeadAsync(DbConnection c, DbTransaction tx, CancellationToken ct)
+    {
+        await using var last = c.CreateCommand();
+        last.Transaction = tx;
+        last.CommandText = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+        await using var reader = await last.ExecuteReaderAsync(ct);
+        return await reader.ReadAsync(ct) ? (reader.GetInt64(0), Bytes(reader, 1)) : (0, AuditChain.Genesis);
+    }
+
+    /// <summary>
+    /// The records <paramref name="entries"/> become when appended after the record
+    /// (<paramref name="lastSeq"/>, <paramref name="prevHash"/>): consecutive seqs, each hash chained
+    /// to the one before, times kept to the millisecond (what the columns hold). 1 to
+    /// <see cref="MaxAuditBatch"/> entries.
+    /// </summary>
+    public static AuditRecord[] ChainAudit(long lastSeq, byte[] prevHash, IReadOnlyList<AuditEntry> entries)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(entries.Count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(entries.Count, MaxAuditBatch);
+        var records = new AuditRecord[entries.Count];
+        for (int i = 0; i < entries.Count; i++)
+        {
+            var (kind, subject, dataJson, at) = entries[i];
+            ArgumentNullException.ThrowIfNull(kind);
+            ArgumentNullException.ThrowIfNull(subject);
+            ArgumentNullException.ThrowIfNull(dataJson);
+            var seq = lastSeq + 1 + i;
+            var when = DateTimeOffset.FromUnixTimeMilliseconds(Ms(at));
+            var hash = AuditChain.ComputeHash(prevHash, seq, when, kind, subject, dataJson);
+            records[i] = new AuditRecord(seq, when, kind, subject, dataJson, prevHash, hash);
+            prevHash = hash;
         }
         return records;
     }

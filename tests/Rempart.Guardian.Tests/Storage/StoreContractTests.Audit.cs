@@ -49,6 +49,22 @@ public abstract partial class StoreContractTests
         Assert.True(AuditChain.Verify(page, 4, before.Hash).Ok);
     }
 
+    [Fact]
+    public async Task Replicas_taking_turns_extend_one_chain()
+    {
+        // Each store appends after the other did: a head a store remembers from its own last append is stale by then.
+        IGuardianStore[] stores = [Store, Track(OpenStore(Database))];
+        var appended = new List<AuditRecord>();
+        for (var i = 0; i < 6; i++)
+        {
+            appended.Add(await stores[i % 2].AppendAuditAsync("host.attested", $"h{i}", "{}", T0.AddSeconds(i)));
+        }
+        Assert.Equal([1L, 2L, 3L, 4L, 5L, 6L], appended.Select(r => r.Seq));
+        var all = await Store.ReadAuditAsync(1, 100);
+        Assert.Equal(Json(appended), Json(all));
+        Assert.Equal((true, (long?)null), AuditChain.Verify(all));
+    }
+
     [Theory]
     [InlineData("data changed", "UPDATE audit_log SET data_json = '{\"tampered\":true}' WHERE seq = 3", 3)]
     [InlineData("kind changed", "UPDATE audit_log SET kind = 'nothing.happened' WHERE seq = 3", 3)]
