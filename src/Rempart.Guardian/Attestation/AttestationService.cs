@@ -60,7 +60,8 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         void Fail(string id, string message) => failures.Add(new AttestationFailure(id, message));
 
         // The host and the nonce in one step: the nonce is consumed only for a host that may attest.
-        var (host, nonceConsumed) = await store.TakeNonceForAttestationAsync(evidence.HostId, evidence.Nonce, now, ct);
+        var start = await store.TakeNonceForAttestationAsync(evidence.HostId, evidence.Nonce, now, ct);
+        var (host, nonceConsumed) = (start.Host, start.NonceConsumed);
         if (host is null || host.State == HostStates.Removed)
         {
             return Refused(evidence.HostId, "attest.host.unknown", $"no enrolled host {evidence.HostId}");
@@ -162,7 +163,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         string status = "affirming", policyId = PolicyId;
         int policyVersion = PolicyVersion;
         var warnings = new List<AttestationFailure>();
-        var (policy, policyErrorId, policyError) = await policies.ForGroupAsync(host.Group, ct);
+        var (policy, policyErrorId, policyError) = await policies.ForAttestationAsync(start, ct);
         if (policyErrorId is not null)
         {
             Fail(policyErrorId, policyError!);

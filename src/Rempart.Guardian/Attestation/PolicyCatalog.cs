@@ -6,27 +6,34 @@ namespace Rempart.Guardian.Attestation;
 
 /// <summary>
 /// Policies by host group: the latest version of the group's policy, parsed once per version.
-/// A group naming a policy that is missing or no longer parses fails closed (the caller reports
-/// <c>policy.missing</c> / <c>policy.invalid</c>).
+/// The group's policy id and its latest version come with the host at the start of an attestation
+/// (<see cref="AttestationStart"/>, same statement, same snapshot); a released version never
+/// changes, so its document is read and parsed once. A group naming a policy that is missing or
+/// no longer parses fails closed (the caller reports <c>policy.missing</c> / <c>policy.invalid</c>).
 /// </summary>
 public sealed class PolicyCatalog(IGuardianStore store)
 {
     private readonly ConcurrentDictionary<(string, int), PolicyDocument> _parsed = new();
 
-    public async Task<(PolicyDocument? Document, string? ErrorId, string? Error)> ForGroupAsync(string? groupName, CancellationToken ct)
+    /// <summary>The policy of an attestation's start: none, the parsed document, or the error that fails it.</summary>
+    public async Task<(PolicyDocument? Document, string? ErrorId, string? Error)> ForAttestationAsync(AttestationStart start, CancellationToken ct)
     {
-        if (groupName is null || await store.GetGroupAsync(groupName, ct) is not { PolicyId: { Length: > 0 } policyId })
+        if (start.PolicyId is not { Length: > 0 } policyId)
         {
             return (null, null, null);
         }
-        var record = await store.GetPolicyAsync(policyId, null, ct);
+        if (start.PolicyVersion is not { } version)
+        {
+            return (null, "policy.missing", $"host group {start.Host?.Group} names policy '{policyId}', which does not exist");
+        }
+        if (_parsed.TryGetValue((policyId, version), out var known))
+        {
+            return (known, null, null);
+        }
+        var record = await store.GetPolicyAsync(policyId, version, ct);
         if (record is null)
         {
-            return (null, "policy.missing", $"host group {groupName} names policy '{policyId}', which does not exist");
-        }
-        if (_parsed.TryGetValue((record.Id, record.Version), out var doc))
-        {
-            return (doc, null, null);
+            return (null, "policy.missing", $"host group {start.Host?.Group} names policy '{policyId}' v{version}, which no longer exists");
         }
         var parsed = PolicyDocument.Parse(record.Document);
         if (parsed.Document is null)

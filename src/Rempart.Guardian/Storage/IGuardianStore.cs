@@ -70,6 +70,14 @@ public sealed record EvidenceRecord(string HostId, DateTimeOffset At, byte[] Eve
 /// </summary>
 public sealed record AuditRecord(long Seq, DateTimeOffset At, string Kind, string Subject, string DataJson, byte[] PrevHash, byte[] Hash);
 
+/// <summary>
+/// The start of an attestation, read in one step: the host as it is now (null when unknown),
+/// whether this call consumed the nonce, and what judges the host — its group's policy id (null
+/// when the host has no group, the group does not exist or names no policy) and that policy's
+/// latest version (null when the group names a policy that does not exist).
+/// </summary>
+public sealed record AttestationStart(HostRecord? Host, bool NonceConsumed, string? PolicyId = null, int? PolicyVersion = null);
+
 /// <summary>A version of an attestation policy (the document as the operator wrote it, YAML or JSON).</summary>
 public sealed record PolicyRecord(string Id, int Version, string Mode, string Document, DateTimeOffset CreatedAt);
 
@@ -111,11 +119,12 @@ public interface IGuardianStore : IAsyncDisposable
     Task<bool> InsertNonceForHostAsync(NonceRecord nonce, CancellationToken ct = default);
 
     /// <summary>
-    /// The start of an attestation, atomically: the host as it is now, and whether this call consumed
-    /// the nonce — which it does only when the host exists and is neither pending nor removed, and the
-    /// nonce is unexpired and was issued to it; true exactly once per nonce, even under concurrency.
+    /// The start of an attestation, atomically: the host as it is now, its group's policy reference,
+    /// and whether this call consumed the nonce — which it does only when the host exists and is
+    /// neither pending nor removed, and the nonce is unexpired and was issued to it; true exactly
+    /// once per nonce, even under concurrency.
     /// </summary>
-    Task<(HostRecord? Host, bool NonceConsumed)> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default);
+    Task<AttestationStart> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default);
 
     /// <summary>Deletes nonces and challenges that expired before <paramref name="now"/>.</summary>
     Task<int> PurgeExpiredAsync(DateTimeOffset now, CancellationToken ct = default);

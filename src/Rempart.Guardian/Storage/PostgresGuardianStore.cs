@@ -62,27 +62,27 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
 
     /// <summary>
     /// One statement, one round trip: a data-modifying CTE deletes the nonce (when the host may
-    /// attest) and the host row is read in the same snapshot. PostgreSQL runs the DELETE to
-    /// completion whether or not the host row exists.
+    /// attest) and the host row, with its group's policy reference, is read in the same snapshot.
+    /// PostgreSQL runs the DELETE to completion whether or not the host row exists.
     /// </summary>
-    public override async Task<(HostRecord? Host, bool NonceConsumed)> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default)
+    public override async Task<AttestationStart> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default)
     {
         await using var cmd = _dataSource.CreateCommand(
             $"WITH consumed AS ({StoreSql.ConsumeNonceOfAttestableHost} RETURNING 1) " +
-            $"{StoreSql.SelectHostColumns}, (SELECT count(*) FROM consumed) AS consumed FROM hosts WHERE id = @host");
+            $"{StoreSql.SelectHostForAttestation}, (SELECT count(*) FROM consumed){StoreSql.FromHostForAttestation}");
         StoreSql.BindConsume(cmd, hostId, nonce, now);
         await using var reader = await cmd.ExecuteReaderAsync(ct);
         if (!await reader.ReadAsync(ct))
         {
-            return (null, false);
+            return new AttestationStart(null, false);
         }
-        return (StoreSql.ReadHost(reader), reader.GetInt64(StoreSql.HostColumnCount) == 1);
+        var (host, policyId, policyVersion) = StoreSql.ReadAttestationStart(reader);
+        return new AttestationStart(host, reader.GetInt64(StoreSql.HostColumnCount + 2) == 1, policyId, policyVersion);
     }
 
     /// <summary>
-    /// Appends concurrent with a batch being written queue for the next batch (<see cref="AuditBatcher"/>):
-    /// one advisory lock, one read of the head, one INSERT per batch. Under READ COMMITTED, the read
-    /// after the lock sees the previous holder's committed records.
+    /// Appends concurrent with a batch being written queue for the next batch (<see cref="AuditBatcher"/>),
+    /// which <see cref="AppendAuditBatchAsync"/> writes under the audit advisory lock.
     /// </summary>
     public override Task<AuditRecord> AppendAuditAsync(string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct = default)
     {

@@ -64,7 +64,7 @@ public abstract class SqlGuardianStore : IGuardianStore
     public async Task<bool> InsertNonceForHostAsync(NonceRecord nonce, CancellationToken ct = default) =>
         await ExecuteAsync(StoreSql.InsertNonceForHost, cmd => StoreSql.BindNonce(cmd, nonce), ct) == 1;
 
-    public abstract Task<(HostRecord? Host, bool NonceConsumed)> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default);
+    public abstract Task<AttestationStart> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default);
 
     public Task<int> PurgeExpiredAsync(DateTimeOffset now, CancellationToken ct = default) =>
         ExecuteAsync(StoreSql.PurgeExpired, cmd => StoreSql.Bind(cmd, "@now", StoreSql.Ms(now)), ct);

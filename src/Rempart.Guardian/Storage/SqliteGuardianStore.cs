@@ -81,9 +81,9 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
             return taken is not null && taken.ExpiresAt > now ? taken : null;
         }, ct);
 
-    /// <summary>The conditional delete and the read of the host, in one write transaction.</summary>
-    public override Task<(HostRecord? Host, bool NonceConsumed)> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default) =>
-        WriteAsync<(HostRecord?, bool)>(async (c, tx) =>
+    /// <summary>The conditional delete and the read of the host (with its policy reference), in one write transaction.</summary>
+    public override Task<AttestationStart> TakeNonceForAttestationAsync(string hostId, string nonce, DateTimeOffset now, CancellationToken ct = default) =>
+        WriteAsync(async (c, tx) =>
         {
             bool consumed;
             await using (var delete = Command(c, tx, StoreSql.ConsumeNonceOfAttestableHost))
@@ -91,9 +91,15 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
                 StoreSql.BindConsume(delete, hostId, nonce, now);
                 consumed = await delete.ExecuteNonQueryAsync(ct) == 1;
             }
-            await using var select = Command(c, tx, StoreSql.SelectHost + " WHERE id = @id");
-            StoreSql.Bind(select, "@id", hostId);
-            return (await ReadSingleAsync(select, StoreSql.ReadHost, ct), consumed);
+            await using var select = Command(c, tx, StoreSql.SelectHostForAttestation + StoreSql.FromHostForAttestation);
+            StoreSql.Bind(select, "@host", hostId);
+            await using var reader = await select.ExecuteReaderAsync(ct);
+            if (!await reader.ReadAsync(ct))
+            {
+                return new AttestationStart(null, consumed);
+            }
+            var (host, policyId, policyVersion) = StoreSql.ReadAttestationStart(reader);
+            return new AttestationStart(host, consumed, policyId, policyVersion);
         }, ct);
 
     public override Task<AuditRecord> AppendAuditAsync(string kind, string subject, string dataJson, DateTimeOffset at, CancellationToken ct = default) =>

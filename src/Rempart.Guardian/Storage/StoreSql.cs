@@ -24,6 +24,21 @@ internal static class StoreSql
 
     public const int HostColumnCount = 14;
 
+    /// <summary>
+    /// The host (<see cref="HostColumnCount"/> columns), its group's policy id and that policy's
+    /// latest version (<see cref="ReadAttestationStart"/>), for the start of an attestation; a
+    /// statement may add columns after these.
+    /// </summary>
+    public const string SelectHostForAttestation =
+        SelectHostColumns + ", g.policy_id, (SELECT max(p.version) FROM policies p WHERE p.id = g.policy_id)";
+
+    /// <summary>What follows <see cref="SelectHostForAttestation"/> and the statement's own columns.</summary>
+    public const string FromHostForAttestation = " FROM hosts LEFT JOIN host_groups g ON g.name = hosts.group_name WHERE hosts.id = @host";
+
+    /// <summary>The host and its policy reference of a <see cref="SelectHostForAttestation"/> row.</summary>
+    public static (HostRecord Host, string? PolicyId, int? PolicyVersion) ReadAttestationStart(DbDataReader r) =>
+        (ReadHost(r), NullableString(r, HostColumnCount), r.IsDBNull(HostColumnCount + 1) ? null : checked((int)r.GetInt64(HostColumnCount + 1)));
+
     public const string InsertHost =
         "INSERT INTO hosts (" + HostColumns + ") VALUES (@id, @hostname, @ek_public, @ek_certificate, @ak_public, @ak_name, " +
         "@state, @group_name, @enrolled_at, @last_attested_at, @last_reset_count, @last_restart_count, @last_clock, @last_status)";

@@ -67,13 +67,13 @@ public abstract partial class StoreContractTests
         await Store.InsertNonceAsync(new NonceRecord("n1", "h1", T0.AddMinutes(1)));
         await Store.InsertNonceAsync(new NonceRecord("n2", "h2", T0.AddMinutes(1)));
 
-        var (host, consumed) = await Store.TakeNonceForAttestationAsync("h1", "n1", T0);
-        Assert.Equal(Json(await Store.GetHostAsync("h1")), Json(host));
-        Assert.Equal(consumes, consumed);
+        var start = await Store.TakeNonceForAttestationAsync("h1", "n1", T0);
+        Assert.Equal(Json(await Store.GetHostAsync("h1")), Json(start.Host));
+        Assert.Equal(consumes, start.NonceConsumed);
         Assert.False((await Store.TakeNonceForAttestationAsync("h1", "n1", T0)).NonceConsumed);
         // Another host's nonce, an unknown host, an expired nonce: nothing consumed.
         Assert.False((await Store.TakeNonceForAttestationAsync("h1", "n2", T0)).NonceConsumed);
-        Assert.Equal((null, false), await Store.TakeNonceForAttestationAsync("nobody", "n2", T0));
+        Assert.Equal(new AttestationStart(null, false), await Store.TakeNonceForAttestationAsync("nobody", "n2", T0));
         Assert.False((await Store.TakeNonceForAttestationAsync("h2", "n2", T0.AddMinutes(1))).NonceConsumed);
         Assert.Equal(consumes ? 1 : 2, await ScalarAsync(Database, "SELECT count(*) FROM nonces"));
     }
@@ -90,5 +90,37 @@ public abstract partial class StoreContractTests
             Assert.Single(taken, t => t.NonceConsumed);
             Assert.All(taken, t => Assert.Equal("h1", t.Host?.Id));
         }
+    }
+}
+
+/// <summary>The policy reference read with the host at the start of an attestation.</summary>
+public abstract partial class StoreContractTests
+{
+    public static TheoryData<string, string?, string?, int?> PolicyReferences => new()
+    {
+        { "no group", null, null, null },
+        { "group without policy", "plain", null, null },
+        { "group naming a missing policy", "orphan", "gone", null },
+        { "group with a policy", "judged", "p", 2 },
+    };
+
+    [Theory]
+    [MemberData(nameof(PolicyReferences))]
+    public async Task Taking_a_nonce_reads_the_groups_policy_and_its_latest_version(string name, string? group, string? policyId, int? version)
+    {
+        _ = name; // labels the case in the test output
+        await Store.UpsertGroupAsync(new HostGroupRecord("plain", "", null, null, T0));
+        await Store.UpsertGroupAsync(new HostGroupRecord("orphan", "", null, "gone", T0));
+        await Store.UpsertGroupAsync(new HostGroupRecord("judged", "", null, "p", T0));
+        await Store.InsertPolicyAsync(new PolicyRecord("p", 1, "enforce", "{}", T0));
+        await Store.InsertPolicyAsync(new PolicyRecord("p", 2, "enforce", "{}", T0));
+        await Store.InsertPolicyAsync(new PolicyRecord("other", 7, "enforce", "{}", T0));
+        await Store.InsertHostAsync(NewHost("h1") with { State = HostStates.Healthy, Group = group });
+        await Store.InsertNonceAsync(new NonceRecord("n1", "h1", T0.AddMinutes(1)));
+
+        var start = await Store.TakeNonceForAttestationAsync("h1", "n1", T0);
+        Assert.True(start.NonceConsumed);
+        Assert.Equal("h1", start.Host?.Id);
+        Assert.Equal((policyId, version), (start.PolicyId, start.PolicyVersion));
     }
 }
