@@ -165,8 +165,11 @@ public interface IGuardianStore : IAsyncDisposable
     Task SaveEvidenceAsync(EvidenceRecord evidence, CancellationToken ct = default);
 
     /// <summary>
-    /// What an affirmed attestation changes, all or nothing: the host's new state (it must exist),
-    /// the health token issued, and the host's evidence (as <see cref="SaveEvidenceAsync"/>).
+    /// What an affirmed attestation changes, all or nothing: the host's new state and last-attestation
+    /// fields (<see cref="HostRecord.State"/>, <c>LastAttestedAt</c>, <c>LastResetCount</c>,
+    /// <c>LastRestartCount</c>, <c>LastClock</c>, <c>LastStatus</c>; the host must exist, its other
+    /// fields are left as stored), the health token issued, and the host's evidence (as
+    /// <see cref="SaveEvidenceAsync"/>).
     /// </summary>
     Task RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence, CancellationToken ct = default);
 

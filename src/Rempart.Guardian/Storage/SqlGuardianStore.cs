@@ -140,7 +140,7 @@ public abstract class SqlGuardianStore : IGuardianStore
         // and with them the whole transaction.
         var counts = await ExecuteAtomicallyAsync(
         [
-            (StoreSql.UpdateHost, cmd => StoreSql.BindHost(cmd, host)),
+            (StoreSql.UpdateHostAttestation, cmd => StoreSql.BindHostAttestation(cmd, host)),
             (StoreSql.InsertToken, cmd => StoreSql.BindToken(cmd, token)),
             (StoreSql.SaveEvidence, cmd => StoreSql.BindEvidence(cmd, evidence)),
         ], ct);

@@ -49,6 +49,26 @@ internal static class StoreSql
         "last_reset_count = @last_reset_count, last_restart_count = @last_restart_count, last_clock = @last_clock, " +
         "last_status = @last_status WHERE id = @id";
 
+    /// <summary>
+    /// What an attestation changes in its host's row: the state and the last attestation's fields.
+    /// The rest (names, keys, group) is the enrolment's and the admin's: an attestation neither sends
+    /// it again nor writes back the copy it read at its start over an admin's change made meanwhile.
+    /// </summary>
+    public const string UpdateHostAttestation =
+        "UPDATE hosts SET state = @state, last_attested_at = @last_attested_at, last_reset_count = @last_reset_count, " +
+        "last_restart_count = @last_restart_count, last_clock = @last_clock, last_status = @last_status WHERE id = @id";
+
+    public static void BindHostAttestation(DbCommand cmd, HostRecord h)
+    {
+        Bind(cmd, "@id", h.Id);
+        Bind(cmd, "@state", h.State);
+        Bind(cmd, "@last_attested_at", h.LastAttestedAt is { } a ? Ms(a) : null);
+        Bind(cmd, "@last_reset_count", (long?)h.LastResetCount);
+        Bind(cmd, "@last_restart_count", (long?)h.LastRestartCount);
+        Bind(cmd, "@last_clock", h.LastClock is { } clock ? unchecked((long)clock) : null);
+        Bind(cmd, "@last_status", h.LastStatus);
+    }
+
     private const string ChallengeColumns = "id, hostname, ek_public, ek_certificate, ak_public, secret_hash, expires_at";
 
     public const string InsertChallenge =

@@ -32,6 +32,22 @@ public abstract partial class StoreContractTests
     }
 
     [Fact]
+    public async Task Recording_an_attestation_changes_only_the_hosts_attestation_fields()
+    {
+        await Store.InsertHostAsync(NewHost("h1") with { State = HostStates.Approved, Group = "a" });
+        var (host, token, evidence) = Affirmed("h1", 1);
+        // An admin moves the host to another group while its attestation runs on the copy it read before.
+        var read = await Store.GetHostAsync("h1");
+        await Store.UpdateHostAsync(read! with { Group = "b" });
+        await Store.RecordAttestationAsync(read! with
+        {
+            State = host.State, LastAttestedAt = host.LastAttestedAt, LastResetCount = host.LastResetCount,
+            LastRestartCount = host.LastRestartCount, LastClock = host.LastClock, LastStatus = host.LastStatus,
+        }, token, evidence);
+        Assert.Equal(Json(host with { Group = "b" }), Json(await Store.GetHostAsync("h1")));
+    }
+
+    [Fact]
     public async Task Recording_an_attestation_of_a_host_that_no_longer_exists_stores_nothing()
     {
         var (host, token, evidence) = Affirmed("gone", 1);
