@@ -45,6 +45,16 @@ public sealed class PostgresStoreTests : StoreContractTests
         Assert.Equal(15L, await cmd.ExecuteScalarAsync());
     }
 
+    [Fact]
+    public async Task Evidence_logs_and_pcr_values_are_compressed_with_lz4()
+    {
+        await using var c = new NpgsqlConnection(InSchema(Database, pooling: false));
+        await c.OpenAsync();
+        await using var cmd = new NpgsqlCommand(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'evidence'::regclass AND attname IN ('event_log', 'pcrs_json') AND attcompression = 'l'", c);
+        Assert.Equal(2L, await cmd.ExecuteScalarAsync());
+    }
+
     /// <summary>The server, in a schema; the tests' own connections are unpooled so that no idle ones pile up.</summary>
     private string InSchema(string schema, bool pooling = true) =>
         new NpgsqlConnectionStringBuilder(_server) { SearchPath = schema, Pooling = pooling }.ConnectionString;
