@@ -185,7 +185,9 @@ exec </dev/console >/dev/console 2>&1
 echo 1 >/proc/sys/kernel/printk          # keep kernel messages out of the report
 mount -t securityfs securityfs /sys/kernel/security
 
-say() { echo "REMPART-GUEST: $*"; }
+# Every report line goes to the console and to /tmp/report; the report is written to the marker
+# disk too (at 4 KiB), so a shielded VM, which has no console, still reports to its tenant.
+say() { echo "REMPART-GUEST: $*"; echo "REMPART-GUEST: $*" >>/tmp/report; }
 say begin
 say kernel "$(uname -r)"
 
@@ -258,8 +260,27 @@ case "$line" in
   *) say marker-missing ;;
 esac
 
+# A second line "REMPART-MODE stay" keeps the guest running after its report (the marker kept
+# in RAM, a counter written to the disk at 512 KiB every second), for tests that need a live VM.
+mode="$([ -b /dev/vdb ] && head -c 4096 /dev/vdb | head -n 2 | tail -n 1 | tr -d '\000\r')"
+[ "$mode" = "REMPART-MODE stay" ] && say mode stay
+
 say done
+if [ -b /dev/vdb ]; then
+  printf '\000' >>/tmp/report
+  dd if=/tmp/report of=/dev/vdb bs=4096 seek=1 conv=notrunc,fsync 2>/dev/null || true  # a read-only marker disk: no copy
+fi
 sync
+if [ "$mode" = "REMPART-MODE stay" ]; then
+  echo "${line#REMPART-MARKER }" >/tmp/marker-in-ram
+  n=0
+  while :; do
+    sleep 1
+    n=$((n + 1))
+    echo "REMPART-GUEST: tick $n"
+    printf 'REMPART-TICK %d\n\000' $n | dd of=/dev/vdb bs=4096 seek=128 conv=notrunc,fsync 2>/dev/null
+  done
+fi
 poweroff -f
 echo o >/proc/sysrq-trigger
 INIT

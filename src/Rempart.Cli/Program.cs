@@ -44,6 +44,7 @@ public static class Program
           guardian serve --data DIR [options]                       run the Guardian (rempart guardian serve --help)
           host serve --guardian URL --tpm ADDR --data DIR [...]    run the host agent (rempart host serve --help)
           host status [--socket PATH]                               the local agent's view: attested? token valid?
+          host audit [--socket PATH]                                the agent's audit log of this host's VMs
           host attest --guardian URL --tpm ADDR [--eventlog FILE]   enrol (first time) and attest once
           host list | host show ID | host approve ID --group G | host remove ID   admin, with --token-file FILE
           host allow-ek --ek-public FILE | host disallow-ek NAME | host allowed-eks   TPMs without EK certificate
@@ -51,6 +52,11 @@ public static class Program
           token create NAME --role fabric-admin|tenant|auditor | token list | token revoke ID   API tokens
           policy create|list|assign|test|baseline                   policies (rempart policy --help)
           audit verify | audit export [--from SEQ]                  audit log: verify its hash chain / export JSON lines (--token-file FILE)
+
+        Shielded VMs (asked of the local host agent; rempart vm --help):
+          vm create NAME --from IMAGE --kp KP [--memory MIB] [--disk ID=IMAGE|ID:SIZE]...   encrypted bundle
+          vm start NAME | vm stop NAME | vm kill NAME               attested release, then QEMU; stop re-encrypts
+          vm status NAME | vm list | vm console NAME                 console refused for shielded VMs (audited)
 
         Tenant (offline, docs/key-protector.md):
           owner create --out DIR                                    owner key (owner.key encrypted, owner.pub)
@@ -106,6 +112,8 @@ public static class Program
                 ("guardian", "serve") => GuardianCommands.Serve(rest),
                 ("host", "serve") => AgentCommands.Serve(rest),
                 ("host", "status") => AgentCommands.Status(rest).GetAwaiter().GetResult(),
+                ("host", "audit") => VmCommands.Audit(rest).GetAwaiter().GetResult(),
+                ("vm", _) => VmCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),
                 ("kp", "releases") => GuardianCommands.Releases(rest).GetAwaiter().GetResult(),
                 ("kp", "rewrap") => GuardianCommands.Rewrap(rest).GetAwaiter().GetResult(),

@@ -18,7 +18,7 @@ namespace Rempart.AgentService;
 /// </summary>
 public static class AgentServer
 {
-    public static WebApplication Build(HostAgentOptions options, string socketPath)
+    public static WebApplication Build(HostAgentOptions options, string socketPath, VmHostOptions? vmOptions = null)
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(socketPath))!;
         Directory.CreateDirectory(dir);
@@ -28,11 +28,14 @@ public static class AgentServer
             File.Delete(socketPath); // a stale socket of a previous run
         }
         var agent = new HostAgent(options);
+        var vms = new VmManager(vmOptions ?? VmHostOptions.Under(options.DataDir), agent.ReleaseAsync,
+            new AgentAuditLog(Path.Combine(options.DataDir, "audit.jsonl")));
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddJsonConsole();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Services.AddSingleton(agent);
+        builder.Services.AddSingleton(vms);
         builder.Services.AddHostedService<AttestationLoop>();
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -42,7 +45,12 @@ public static class AgentServer
         });
         var app = builder.Build();
         app.Lifetime.ApplicationStarted.Register(() => File.SetUnixFileMode(socketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite));
-        app.Lifetime.ApplicationStopped.Register(agent.Dispose);
+        app.Lifetime.ApplicationStarted.Register(() => _ = vms.ReattachAllAsync(app.Lifetime.ApplicationStopping));
+        app.Lifetime.ApplicationStopped.Register(() =>
+        {
+            vms.DisposeAsync().AsTask().GetAwaiter().GetResult(); // closes QMP connections; VMs keep running
+            agent.Dispose();
+        });
         app.UseExceptionHandler(e => e.Run(http => Problem(http, "request.invalid", "the request could not be read", 400)));
 
         app.MapGet("/v1/status", (HostAgent a) => Results.Ok(a.Status));
@@ -77,6 +85,7 @@ public static class AgentServer
                 return Results.Problem(title: "agent." + e.Id, detail: e.Message, statusCode: 400, type: "urn:rempart:problem:agent." + e.Id);
             }
         });
+        VmEndpoints.Map(app);
         return app;
     }
 

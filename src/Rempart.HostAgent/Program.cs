@@ -11,12 +11,18 @@ public static class Program
     private const string Help = """
         Usage: rempart-host serve --guardian URL --tpm ADDR --data DIR [--guardian-fingerprint HEX]
                                   [--eventlog FILE] [--period SECONDS] [--socket PATH] [--hostname NAME]
+                                  [--run-dir DIR] [--qemu PATH] [--firmware PATH]
 
         Runs the host agent: enrols this host with the Guardian on first run (the host then waits
         for an admin's approval), attests every period (default 60 s), keeps a fresh health token
         and binding key, and serves a local API on a unix socket only root can open
         (default /run/rempart/agent.sock; 'rempart host status' reads it).
           --eventlog FILE   default /sys/kernel/security/tpm0/binary_bios_measurements
+          --run-dir DIR     VMs' run folders (sockets, pid files), default /run/rempart-vms
+          --qemu PATH       default /usr/bin/qemu-system-x86_64
+          --firmware PATH   OVMF code with Secure Boot, default /usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+        VM bundles live in DATA/vms, the agent's audit log in DATA/audit.jsonl. VMs keep running
+        when the agent stops; it finds them again when it starts.
 
         """;
 
@@ -29,8 +35,8 @@ public static class Program
         }
         try
         {
-            var (options, socket) = Parse(args[1..]);
-            await using var app = AgentServer.Build(options, socket);
+            var (options, socket, vms) = Parse(args[1..]);
+            await using var app = AgentServer.Build(options, socket, vms);
             await app.StartAsync();
             Console.Out.WriteLine($"rempart-host: data in {options.DataDir}, local API on {socket}, attesting every {options.Period.TotalSeconds:0} s to {options.Guardian}");
             await app.WaitForShutdownAsync();
@@ -48,9 +54,9 @@ public static class Program
         }
     }
 
-    internal static (HostAgentOptions Options, string Socket) Parse(string[] args)
+    internal static (HostAgentOptions Options, string Socket, VmHostOptions Vms) Parse(string[] args)
     {
-        string? guardian = null, tpm = null, data = null, pin = null, socket = null, hostname = null;
+        string? guardian = null, tpm = null, data = null, pin = null, socket = null, hostname = null, runDir = null, qemu = null, firmware = null;
         string eventlog = "/sys/kernel/security/tpm0/binary_bios_measurements";
         int period = 60;
         for (int i = 0; i < args.Length; i++)
@@ -65,6 +71,9 @@ public static class Program
                 case "--eventlog": eventlog = Next(); break;
                 case "--socket": socket = Next(); break;
                 case "--hostname": hostname = Next(); break;
+                case "--run-dir": runDir = Path.GetFullPath(Next()); break;
+                case "--qemu": qemu = Next(); break;
+                case "--firmware": firmware = Path.GetFullPath(Next()); break;
                 case "--period":
                     var v = Next();
                     period = int.TryParse(v, out var p) && p is >= 1 and <= 3600 ? p : throw new ArgumentException($"--period '{v}' is not 1-3600 seconds");
@@ -79,7 +88,9 @@ public static class Program
         _ = tpm ?? throw new ArgumentException("missing --tpm ADDR (device:/dev/tpmrm0, swtpm:tcp:HOST:PORT, swtpm:unix:PATH)");
         _ = data ?? throw new ArgumentException("missing --data DIR");
         var full = Path.GetFullPath(data);
+        var vms = VmHostOptions.Under(full, runDir ?? "/run/rempart-vms");
+        vms = vms with { Qemu = qemu ?? vms.Qemu, FirmwareCode = firmware ?? vms.FirmwareCode };
         return (new HostAgentOptions(url, pin, tpm, full, eventlog, hostname ?? Environment.MachineName, TimeSpan.FromSeconds(period)),
-            socket ?? AgentSocket.DefaultPath);
+            socket ?? AgentSocket.DefaultPath, vms);
     }
 }

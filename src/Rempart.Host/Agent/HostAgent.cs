@@ -62,7 +62,8 @@ public sealed class HostAgent : IDisposable
     {
         _options = options;
         Directory.CreateDirectory(options.DataDir);
-        File.SetUnixFileMode(options.DataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // rwx--x--x: the VM user passes through to the files of a running VM (DATA/vms/NAME/disks); nothing here is listable or readable by others.
+        File.SetUnixFileMode(options.DataDir, VmManager.Traversable);
         _guardian = new GuardianClient(options.Guardian, options.GuardianFingerprint);
         var hostFile = Path.Combine(options.DataDir, "host.json");
         if (File.Exists(hostFile))

@@ -25,6 +25,24 @@ public sealed class QemuProcess : IAsyncDisposable
     private readonly Process? _launcher;
     private readonly QmpClient _client;
 
+    private System.Text.StringBuilder? _output;
+
+    /// <summary>What QEMU wrote on stdout/stderr (first 16 KiB), when this object started it; "" after a reattach.</summary>
+    public string Output
+    {
+        get
+        {
+            if (_output is null)
+            {
+                return "";
+            }
+            lock (_output)
+            {
+                return _output.ToString().Trim();
+            }
+        }
+    }
+
     private QemuProcess(int pid, string qmpSocket, string pidFile, QmpClient client, QmpAllowlist allowlist, Process? launcher)
     {
         Pid = pid;
@@ -120,7 +138,7 @@ public sealed class QemuProcess : IAsyncDisposable
                 throw new QemuProcessException("qemu.start.pid", $"QEMU's pid file says {pid}, the launcher was {launcher.Id}: a wrapper forked");
             }
             var client = await QmpClient.ConnectAsync(spec.QmpSocket, timeout - deadline.Elapsed, ct).ConfigureAwait(false);
-            return new QemuProcess(pid, spec.QmpSocket, spec.PidFile, client, allowlist, launcher);
+            return new QemuProcess(pid, spec.QmpSocket, spec.PidFile, client, allowlist, launcher) { _output = output };
         }
         catch (Exception ex) when (ex is not QemuProcessException)
         {
@@ -177,13 +195,13 @@ public sealed class QemuProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits until QEMU is gone; false on timeout.</summary>
+    /// <summary>Waits until QEMU is gone; false on timeout (<see cref="Timeout.InfiniteTimeSpan"/>: none).</summary>
     public async Task<bool> WaitForExitAsync(TimeSpan timeout, CancellationToken ct = default)
     {
         var clock = Stopwatch.StartNew();
         while (IsRunning)
         {
-            if (clock.Elapsed > timeout)
+            if (timeout != Timeout.InfiniteTimeSpan && clock.Elapsed > timeout)
             {
                 return false;
             }

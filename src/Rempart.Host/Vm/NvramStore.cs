@@ -93,6 +93,33 @@ public sealed class NvramStore(string path, string vmId)
         }
     }
 
+    /// <summary>
+    /// Takes charge of the clear copy a previous agent process left for a VM that is still running
+    /// (<see cref="NvramRunCopy.Path"/> of that run): the stored file is authenticated with the key,
+    /// and the copy is re-encrypted at close whatever its content (what it started from is not known
+    /// any more), then overwritten and removed like any run copy.
+    /// </summary>
+    public NvramRunCopy AdoptRunCopy(VmMasterKey vmk, string runCopyPath)
+    {
+        if (!File.Exists(runCopyPath) || System.IO.Path.GetFileName(runCopyPath) != "vars.fd")
+        {
+            throw new VmBundleException("nvram.missing", $"no running copy of the variable store at {runCopyPath}");
+        }
+        var key = new byte[32];
+        try
+        {
+            VmKeys.Derive(vmk.Bytes, VmKeys.Nvram, key);
+            var stored = DecryptWithKey(key, ReadFile(), out var header);
+            CryptographicOperations.ZeroMemory(stored);
+            return new NvramRunCopy(this, key, [], header.Counter, System.IO.Path.GetDirectoryName(runCopyPath)!, runCopyPath);
+        }
+        catch
+        {
+            CryptographicOperations.ZeroMemory(key);
+            throw;
+        }
+    }
+
     /// <summary>Strict parse of the header and sizes (<c>nvram.format</c>).</summary>
     public static Header Parse(ReadOnlySpan<byte> file)
     {

@@ -43,15 +43,22 @@ internal static class SecureFiles
         }
     }
 
-    /// <summary>Refuses a path whose mode grants anything to group or others.</summary>
+    /// <summary>
+    /// Refuses a path whose mode grants anything to group or others — except, on a folder, the
+    /// right to pass through it (x without r): while a VM runs, its user reaches its own disks and
+    /// vTPM state through the bundle (rwx--x--x), and can list nothing.
+    /// </summary>
     public static void CheckPrivate(string path, string what)
     {
         var mode = File.GetUnixFileMode(path);
-        const UnixFileMode others = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute
-            | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
+        var others = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
+        if (!Directory.Exists(path))
+        {
+            others |= UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+        }
         if ((mode & others) != 0)
         {
-            throw new VmBundleException("bundle.permissions", $"{what} ({path}) is accessible to group or others (mode {Convert.ToString((int)mode, 8)}); expected 0700 folders and 0600 files");
+            throw new VmBundleException("bundle.permissions", $"{what} ({path}) is accessible to group or others (mode {Convert.ToString((int)mode, 8)}); expected 0700 folders (0711 while the VM runs) and 0600 files");
         }
     }
 }

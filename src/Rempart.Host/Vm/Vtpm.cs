@@ -120,14 +120,21 @@ public sealed class VtpmProcess : IDisposable
     /// <paramref name="dataSocket"/>: also listen for TPM commands on <c>runDir/swtpm.sock</c> and
     /// start the TPM (TPM2_Startup(CLEAR)) itself; without it the firmware does, through QEMU.
     /// A wrong key is <c>vtpm.key</c>.
+    /// With <c>runAs</c>, swtpm runs as that user (setsid → setpriv: own session, no groups, no
+    /// capabilities), the state and run folders being already its own; without, as the caller
+    /// (tests, provisioning).
     /// </summary>
-    public static VtpmProcess Start(string stateDir, VmMasterKey vmk, string runDir, bool dataSocket = false, TimeSpan? timeout = null)
+    public static VtpmProcess Start(string stateDir, VmMasterKey vmk, string runDir, bool dataSocket = false, TimeSpan? timeout = null,
+        Qemu.UnixUser? runAs = null)
     {
         if (!File.Exists(Path.Combine(stateDir, "tpm2-00.permall")))
         {
             throw new VmBundleException("bundle.missing", $"no vTPM state in {stateDir}");
         }
-        SecureFiles.CreateDirectory(runDir);
+        if (runAs is null)
+        {
+            SecureFiles.CreateDirectory(runDir);
+        }
         string ctrl = Path.Combine(runDir, "swtpm-ctrl.sock");
         string? data = dataSocket ? Path.Combine(runDir, "swtpm.sock") : null;
         var args = new List<string>
@@ -148,7 +155,23 @@ public sealed class VtpmProcess : IDisposable
         Process p;
         try
         {
-            p = ToolProcess.Start("swtpm", args, key);
+            if (runAs is null)
+            {
+                p = ToolProcess.Start("swtpm", args, key);
+            }
+            else
+            {
+                if (runAs.Uid == 0 || runAs.Gid == 0)
+                {
+                    throw new VmBundleException("vtpm.start", "swtpm never runs as root for a VM");
+                }
+                string[] drop =
+                [
+                    "--", ToolProcess.Which("setpriv"), $"--reuid={runAs.Uid}", $"--regid={runAs.Gid}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--", ToolProcess.Which("swtpm"),
+                ];
+                p = ToolProcess.Start("setsid", [.. drop, .. args], key);
+            }
         }
         finally
         {

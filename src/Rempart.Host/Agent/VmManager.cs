@@ -1,0 +1,666 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using Rempart.Attestation.Protocol;
+using Rempart.Host.Qemu;
+using Rempart.Host.Vm;
+using Rempart.KeyProtection;
+
+namespace Rempart.Host.Agent;
+
+/// <summary>A VM operation refused or failed; <see cref="Id"/> is stable (<c>vm.*</c>, or the Guardian's / a component's id).</summary>
+public sealed class VmOperationException(string id, string message, Exception? inner = null) : Exception(message, inner)
+{
+    public string Id { get; } = id;
+}
+
+/// <summary>
+/// What <c>vm create</c> asks for. Disks: the boot image as <c>system</c>, then the extra ones,
+/// each an image to import (Image and Format) or a new empty disk (Image null, SizeBytes).
+/// </summary>
+public sealed record VmCreateRequest(
+    string Name,
+    string KeyProtector,
+    string Image,
+    string ImageFormat,
+    int MemoryMiB,
+    int Cpus,
+    SecureBootTemplate SecureBoot,
+    IReadOnlyList<(string Id, string? Image, string Format, long SizeBytes)> ExtraDisks);
+
+/// <summary>
+/// The shielded VM lifecycle on this host (issue 6 §3, DESIGN.md §4). Every start asks the
+/// Guardian for the VM's key with a fresh health token (a host that is not healthy now gets no
+/// key, so QEMU never starts), recovers it in the host TPM, derives the per-purpose keys and
+/// wipes the VMK before the guest runs. QEMU and swtpm run as the VM user: the disks and the vTPM
+/// state are handed to that user for the run and taken back at stop; the clear UEFI variable
+/// store lives only in memory-backed storage and is re-encrypted at stop. A watcher per VM
+/// notices QEMU's exit (stop, kill, or the guest powering off) and does that clean-up; an agent
+/// restart finds running VMs again from DATA/vm-state.
+/// </summary>
+public sealed partial class VmManager : IAsyncDisposable
+{
+    public delegate Task<(VmMasterKey Key, ReleaseResponse Release)> KeyRelease(string keyProtector, CancellationToken ct);
+
+    private readonly VmHostOptions _o;
+    private readonly KeyRelease _release;
+    private readonly AgentAuditLog _audit;
+    private readonly KvmProbe _probe;
+    private readonly QmpAllowlist _allowlist = new();
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _locks = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, RunningVm> _running = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _life = new();
+
+    private sealed class RunningVm(VmRunState state, QemuProcess qemu, VtpmProcess? vtpm, NvramRunCopy? nvram)
+    {
+        public VmRunState State { get; } = state;
+        public QemuProcess Qemu { get; } = qemu;
+        public VtpmProcess? Vtpm { get; } = vtpm;
+        public NvramRunCopy? Nvram { get; set; } = nvram;
+        public TaskCompletionSource<string> Finished { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public string? Note { get; set; }
+    }
+
+    public VmManager(VmHostOptions options, KeyRelease release, AgentAuditLog audit)
+    {
+        _o = options;
+        _release = release;
+        _audit = audit;
+        _probe = new KvmProbe(options.FirmwareCode, VmBundle.TemplatePath(SecureBootTemplate.Snakeoil), options.Qemu);
+        foreach (var d in new[] { options.VmsDir, options.RunDir })
+        {
+            Directory.CreateDirectory(d);
+            File.SetUnixFileMode(d, Traversable);
+        }
+        SecureFiles.CreateDirectory(options.StateDir);
+    }
+
+    /// <summary>rwx--x--x: the VM user may pass through (to its own files) but not list.</summary>
+    public const UnixFileMode Traversable = SecureFiles.DirMode | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+
+    public AgentAuditLog Audit => _audit;
+
+    public string BundleDir(string name) => Path.Combine(_o.VmsDir, CheckName(name));
+
+    /// <summary>Finds VMs an earlier agent process started; those that ended meanwhile are cleaned up (which needs a release, retried until the host is healthy).</summary>
+    public async Task ReattachAllAsync(CancellationToken ct)
+    {
+        foreach (var file in Directory.EnumerateFiles(_o.StateDir, "*.json"))
+        {
+            var name = Path.GetFileNameWithoutExtension(file);
+            VmRunState? state;
+            try
+            {
+                state = VmRunState.Load(_o.StateDir, name);
+            }
+            catch (VmBundleException e)
+            {
+                _audit.Append("vm.reattach.failed", name, new Dictionary<string, object?> { ["reason"] = e.Message });
+                continue;
+            }
+            if (state is null)
+            {
+                continue;
+            }
+            try
+            {
+                var qemu = await QemuProcess.ReattachAsync(state.QmpSocket, state.PidFile, _allowlist, TimeSpan.FromSeconds(15), ct);
+                var vm = new RunningVm(state, qemu, null, null);
+                _running[name] = vm;
+                _audit.Append("vm.reattached", name, new Dictionary<string, object?> { ["pid"] = qemu.Pid });
+                _ = WatchAsync(vm);
+            }
+            catch (QemuProcessException e)
+            {
+                _audit.Append("vm.reattach.gone", name, new Dictionary<string, object?> { ["reason"] = e.Id });
+                _ = CleanUpAfterAsync(state, null, "ended while the agent was away");
+            }
+        }
+    }
+
+    /// <summary><c>vm create</c>: a new bundle, its disks imported or made (LUKS), NVRAM from the template, the vTPM manufactured.</summary>
+    public async Task<VmStatus> CreateAsync(VmCreateRequest r, IProgress<string>? progress, CancellationToken ct)
+    {
+        var dir = BundleDir(r.Name);
+        var gate = _locks.GetOrAdd(r.Name, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(ct);
+        try
+        {
+            if (Directory.Exists(dir))
+            {
+                throw new VmOperationException("vm.exists", $"a VM named {r.Name} already exists on this host");
+            }
+            foreach (var image in new[] { (r.Image, r.ImageFormat) }.Concat(r.ExtraDisks.Where(d => d.Image is not null).Select(d => (d.Image!, d.Format))))
+            {
+                if (!Path.IsPathRooted(image.Item1) || !File.Exists(image.Item1))
+                {
+                    throw new VmOperationException("vm.image.missing", $"no image at {image.Item1} (an absolute path on this host)");
+                }
+            }
+            progress?.Report("asking the Guardian for the VM's key (release to this attested host)");
+            var (vmk, release) = await ReleaseAsync(r.KeyProtector, ct);
+            using (vmk)
+            {
+                VmBundle bundle;
+                try
+                {
+                    bundle = VmBundle.Create(dir, new VmSpec(r.Name, r.MemoryMiB, r.Cpus, r.SecureBoot), System.Text.Encoding.UTF8.GetBytes(r.KeyProtector));
+                }
+                catch (VmBundleException e)
+                {
+                    throw new VmOperationException(e.Id, e.Message, e);
+                }
+                try
+                {
+                    File.SetUnixFileMode(dir, SecureFiles.DirMode);
+                    await Task.Run(() =>
+                    {
+                        Import(bundle, "system", r.Image, r.ImageFormat, vmk, progress, ct);
+                        foreach (var d in r.ExtraDisks)
+                        {
+                            if (d.Image is not null)
+                            {
+                                Import(bundle, d.Id, d.Image, d.Format, vmk, progress, ct);
+                            }
+                            else
+                            {
+                                progress?.Report($"disk {d.Id}: new, {d.SizeBytes} bytes, LUKS AES-256-XTS");
+                                bundle.AddDisk(d.Id, d.SizeBytes, vmk, ct);
+                            }
+                        }
+                        progress?.Report($"UEFI variables from the {VmConfig.ToWire(r.SecureBoot)} template, encrypted (AES-256-GCM)");
+                        bundle.CreateNvram(vmk);
+                        progress?.Report("vTPM manufactured by swtpm_setup (EK and certificates), its state encrypted");
+                        bundle.CreateVtpm(vmk);
+                    }, ct);
+                }
+                catch (Exception e)
+                {
+                    Directory.Delete(dir, recursive: true); // a new, incomplete bundle: nothing of value lost
+                    throw e is VmBundleException b ? new VmOperationException(b.Id, b.Message, b) : e;
+                }
+                _audit.Append("vm.created", r.Name, new Dictionary<string, object?>
+                {
+                    ["vmId"] = bundle.Config.VmId, ["releaseId"] = release.ReleaseId, ["disks"] = bundle.Config.Disks.Select(d => d.Id).ToArray(),
+                });
+                return Status(r.Name);
+            }
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private static void Import(VmBundle bundle, string id, string image, string format, VmMasterKey vmk, IProgress<string>? progress, CancellationToken ct)
+    {
+        int last = -1;
+        bundle.ImportDisk(id, image, format, vmk, new Progress<double>(p =>
+        {
+            int pct = (int)Math.Floor(p);
+            if (pct / 10 != last / 10)
+            {
+                last = pct;
+                progress?.Report($"disk {id}: importing {Path.GetFileName(image)} into LUKS qcow2, {pct}%");
+            }
+        }), ct);
+        progress?.Report($"disk {id}: imported ({bundle.Config.Disks.Single(d => d.Id == id).SizeBytes} bytes)");
+    }
+
+    /// <summary>
+    /// <c>vm start</c>: release → derive → swtpm → NVRAM into memory → QEMU paused → LUKS secrets
+    /// and disks over QMP → VMK wiped → <c>cont</c>. Any failure undoes what was done.
+    /// </summary>
+    public async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, CancellationToken ct)
+    {
+        var dir = BundleDir(name);
+        var gate = _locks.GetOrAdd(name, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(ct);
+        try
+        {
+            if (_running.ContainsKey(name) || VmRunState.Load(_o.StateDir, name) is not null)
+            {
+                throw new VmOperationException("vm.running", $"{name} is already running (or still being cleaned up)");
+            }
+            VmBundle bundle;
+            try
+            {
+                bundle = VmBundle.Load(dir);
+            }
+            catch (VmBundleException e)
+            {
+                throw new VmOperationException(e.Id, e.Message, e);
+            }
+            var user = UnixUsers.Lookup(_o.VmUser);
+            var clock = Stopwatch.StartNew();
+            progress?.Report("asking the Guardian for the VM's key with a fresh health token");
+            var (vmk, release) = await ReleaseAsync(System.Text.Encoding.UTF8.GetString(File.ReadAllBytes(Path.Combine(dir, VmBundle.KeyProtectorFile))), ct);
+            progress?.Report($"key released (release {release.ReleaseId}) and recovered in the host TPM in {clock.ElapsedMilliseconds} ms");
+            var run = Path.Combine(_o.RunDir, name);
+            VtpmProcess? vtpm = null;
+            NvramRunCopy? nvram = null;
+            QemuProcess? qemu = null;
+            try
+            {
+                using (vmk)
+                {
+                    bundle.CheckKey(vmk);
+                    if (Directory.Exists(run))
+                    {
+                        Directory.Delete(run, recursive: true);
+                    }
+                    Directory.CreateDirectory(run, SecureFiles.DirMode);
+                    Chown(user, run);
+                    HandOver(bundle, user);
+
+                    vtpm = VtpmProcess.Start(bundle.VtpmStateDir, vmk, run, runAs: user);
+                    progress?.Report($"vTPM (swtpm, pid {vtpm.ProcessId}) running as {user.Name}, its state decrypted by swtpm only");
+                    nvram = bundle.Nvram.OpenForRun(vmk, _o.ShmDir);
+                    Chown(user, Path.GetDirectoryName(nvram.Path)!, nvram.Path);
+
+                    var probe = await _probe.ChooseAsync(ct);
+                    var caps = HostCapabilities.Detect();
+                    var disks = bundle.Config.Disks.Select(d => new QemuDisk(QemuId(d.Id), Path.Combine(dir, d.File), "qcow2", "sec-" + QemuId(d.Id))).ToList();
+                    var spec = new QemuLaunchSpec
+                    {
+                        Name = name,
+                        MemoryMiB = bundle.Config.MemoryMiB,
+                        Cpus = bundle.Config.Cpus,
+                        Accelerator = probe.Accelerator,
+                        FirmwareCode = _o.FirmwareCode,
+                        NvramPath = nvram.Path,
+                        SwtpmSocket = vtpm.ControlSocket,
+                        Disks = disks,
+                        Shielding = bundle.Config.Shielding == KeyProtection.ShieldingLevel.Shielded ? Qemu.ShieldingLevel.Shielded : Qemu.ShieldingLevel.EncryptionSupported,
+                        SerialSocket = bundle.Config.Shielding == KeyProtection.ShieldingLevel.Shielded ? null : Path.Combine(run, "serial.sock"),
+                        QmpSocket = Path.Combine(run, "qmp.sock"),
+                        PidFile = Path.Combine(run, "qemu.pid"),
+                        RunAs = user,
+                        LockMemory = caps.CanLockMemory,
+                    };
+                    var version = QemuVersion.Parse((await ToolOutputAsync(_o.Qemu, "--version", ct)));
+                    var invocation = QemuCommandLine.Build(spec, version, new QemuTools(Qemu: _o.Qemu));
+                    qemu = await QemuProcess.StartAsync(invocation, spec, _allowlist, _o.StartTimeout, ct);
+                    foreach (var (disk, conf) in disks.Zip(bundle.Config.Disks))
+                    {
+                        var pass = EncryptedDisk.Passphrase(vmk, conf.Id);
+                        try
+                        {
+                            await QemuDiskCommands.AddAsync(qemu.Qmp, disk, pass, ct);
+                        }
+                        finally
+                        {
+                            System.Security.Cryptography.CryptographicOperations.ZeroMemory(pass);
+                        }
+                    }
+                    var state = new VmRunState(name, bundle.Config.VmId, qemu.Pid, vtpm.ProcessId, run, spec.QmpSocket, spec.PidFile, vtpm.ControlSocket,
+                        spec.SerialSocket, nvram.Path, release.ReleaseId, release.AuditSeq, DateTimeOffset.UtcNow, probe.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",
+                        probe.Reason, invocation.RamProtection.Kind, invocation.RamProtection.MemoryLocked, invocation.RamProtection.Limits);
+                    state.Save(_o.StateDir);
+                    var vm = new RunningVm(state, qemu, vtpm, nvram);
+                    _running[name] = vm;
+                    await qemu.Qmp.ExecuteAsync("cont", null, null, ct);
+                    progress?.Report($"QEMU (pid {qemu.Pid}, {state.Accelerator}) running as {user.Name}, sandboxed; {disks.Count} LUKS disk(s) added over QMP; guest resumed {clock.ElapsedMilliseconds} ms after the request");
+                    _audit.Append("vm.started", name, new Dictionary<string, object?>
+                    {
+                        ["vmId"] = state.VmId, ["releaseId"] = release.ReleaseId, ["guardianAuditSeq"] = release.AuditSeq, ["pid"] = qemu.Pid,
+                        ["accelerator"] = state.Accelerator, ["ramProtection"] = state.RamProtection, ["shielding"] = ReleasePolicy.ToWire(bundle.Config.Shielding),
+                    });
+                    _ = WatchAsync(vm);
+                    return Status(name);
+                }
+            }
+            catch (Exception e)
+            {
+                _running.TryRemove(name, out _);
+                qemu?.Kill();
+                if (qemu is not null)
+                {
+                    await qemu.WaitForExitAsync(TimeSpan.FromSeconds(10), CancellationToken.None);
+                    await qemu.DisposeAsync();
+                }
+                vtpm?.Dispose();
+                try
+                {
+                    nvram?.Close();
+                }
+                catch (VmBundleException)
+                {
+                }
+                TakeBack(bundle);
+                TryDelete(run);
+                VmRunState.Delete(_o.StateDir, name);
+                _audit.Append("vm.start.failed", name, new Dictionary<string, object?> { ["reason"] = e is VmOperationException v ? v.Id : e.GetType().Name });
+                throw e switch
+                {
+                    VmOperationException => e,
+                    VmBundleException b => new VmOperationException(b.Id, b.Message, b),
+                    QemuProcessException q => new VmOperationException(q.Id, q.Message, q),
+                    QemuConfigurationException q => new VmOperationException(q.Id, q.Message, q),
+                    _ => new VmOperationException("vm.start.failed", e.Message, e),
+                };
+            }
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// <c>vm stop</c> (ACPI power button, then QMP <c>quit</c> after <paramref name="grace"/>) or
+    /// <c>vm kill</c> (<paramref name="force"/>: SIGKILL). Returns when the clean-up is done.
+    /// </summary>
+    public async Task<VmStatus> StopAsync(string name, bool force, TimeSpan grace, CancellationToken ct)
+    {
+        if (!_running.TryGetValue(CheckName(name), out var vm))
+        {
+            throw new VmOperationException("vm.not-running", $"{name} is not running");
+        }
+        if (force)
+        {
+            vm.Qemu.Kill();
+        }
+        else
+        {
+            await TryQmpAsync(vm, "system_powerdown");
+            if (!await vm.Qemu.WaitForExitAsync(grace, ct))
+            {
+                await TryQmpAsync(vm, "quit");
+                if (!await vm.Qemu.WaitForExitAsync(TimeSpan.FromSeconds(20), ct))
+                {
+                    vm.Qemu.Kill();
+                }
+            }
+        }
+        await vm.Finished.Task.WaitAsync(TimeSpan.FromMinutes(2), ct);
+        _audit.Append(force ? "vm.killed" : "vm.stopped", name);
+        return Status(name);
+    }
+
+    /// <summary>The console: refused (and audited) for a shielded VM; otherwise the serial socket's path, the session audited by the caller.</summary>
+    public string ConsoleSocket(string name, string who)
+    {
+        var bundle = Load(name);
+        if (bundle.Config.Shielding == KeyProtection.ShieldingLevel.Shielded)
+        {
+            _audit.Append("vm.console.refused", name, new Dictionary<string, object?> { ["by"] = who, ["reason"] = "shielded" });
+            throw new VmOperationException("vm.console.shielded", $"{name} is shielded: it has no console, by design (DESIGN.md G7)");
+        }
+        if (!_running.TryGetValue(name, out var vm) || vm.State.SerialSocket is null)
+        {
+            throw new VmOperationException("vm.not-running", $"{name} is not running");
+        }
+        return vm.State.SerialSocket;
+    }
+
+    /// <summary>A QMP command on a running VM, through the allowlist (refusals are <c>qmp.refused.*</c>).</summary>
+    public async Task<System.Text.Json.Nodes.JsonNode?> QmpAsync(string name, string command, System.Text.Json.Nodes.JsonObject? args, CancellationToken ct)
+    {
+        if (!_running.TryGetValue(CheckName(name), out var vm))
+        {
+            throw new VmOperationException("vm.not-running", $"{name} is not running");
+        }
+        try
+        {
+            return await vm.Qemu.Qmp.ExecuteAsync(command, args, null, ct);
+        }
+        catch (QmpRefusedException e)
+        {
+            _audit.Append("vm.qmp.refused", name, new Dictionary<string, object?> { ["command"] = command, ["reason"] = e.RefusalId });
+            throw new VmOperationException(e.RefusalId, e.Message, e);
+        }
+    }
+
+    public IReadOnlyList<VmStatus> List() =>
+        [.. Directory.EnumerateDirectories(_o.VmsDir).Select(Path.GetFileName).Where(n => n is not null && NamePattern().IsMatch(n)).Order(StringComparer.Ordinal).Select(n => Status(n!))];
+
+    public VmStatus Status(string name)
+    {
+        var bundle = Load(name);
+        var c = bundle.Config;
+        var disks = c.Disks.Select(d => $"{d.Id} ({d.SizeBytes} bytes, {VmDisk.FormatName})").ToList();
+        var shielding = ReleasePolicy.ToWire(c.Shielding);
+        if (_running.TryGetValue(name, out var vm))
+        {
+            var s = vm.State;
+            string state = vm.Finished.Task.IsCompleted ? "stopped" : vm.Qemu.IsRunning ? "running" : "stopping";
+            return new VmStatus(name, c.VmId, state, shielding, c.MemoryMiB, c.Cpus, disks, s.QemuPid, s.Accelerator,
+                s.RamProtection, s.MemoryLocked, s.RamLimits, s.ReleaseId, s.StartedAt, vm.Note);
+        }
+        if (VmRunState.Load(_o.StateDir, name) is { } left)
+        {
+            return new VmStatus(name, c.VmId, "cleaning-up", shielding, c.MemoryMiB, c.Cpus, disks, null, left.Accelerator, left.RamProtection,
+                left.MemoryLocked, left.RamLimits, left.ReleaseId, left.StartedAt, "QEMU ended; the variable store waits for a release to be re-encrypted");
+        }
+        return new VmStatus(name, c.VmId, "stopped", shielding, c.MemoryMiB, c.Cpus, disks, null, null, null, null, null, null, null, null);
+    }
+
+    private VmBundle Load(string name)
+    {
+        try
+        {
+            return VmBundle.Load(BundleDir(name));
+        }
+        catch (VmBundleException e) when (e.Id == "bundle.missing" && !Directory.Exists(BundleDir(name)))
+        {
+            throw new VmOperationException("vm.not-found", $"no VM named {name} on this host", e);
+        }
+        catch (VmBundleException e)
+        {
+            throw new VmOperationException(e.Id, e.Message, e);
+        }
+    }
+
+    private async Task<(VmMasterKey, ReleaseResponse)> ReleaseAsync(string kp, CancellationToken ct)
+    {
+        try
+        {
+            return await _release(kp, ct);
+        }
+        catch (HostAgentException e)
+        {
+            throw new VmOperationException(e.Id, e.Message, e);
+        }
+        catch (Guardian.GuardianException e)
+        {
+            throw new VmOperationException(e.Id, $"the Guardian refused the key release: {e.Message}", e);
+        }
+        catch (Keys.ReleaseUnwrapException e)
+        {
+            throw new VmOperationException(e.Id, e.Message, e);
+        }
+        catch (KeyProtectorException e)
+        {
+            throw new VmOperationException("vm." + e.Id, e.Message, e);
+        }
+    }
+
+    private async Task WatchAsync(RunningVm vm)
+    {
+        try
+        {
+            await vm.Qemu.WaitForExitAsync(Timeout.InfiniteTimeSpan, _life.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return; // the agent is going away; the VM keeps running
+        }
+        await vm.Qemu.DisposeAsync();
+        var said = vm.Qemu.Output;
+        var note = await CleanUpAfterAsync(vm.State, vm, said.Length == 0 ? "QEMU exited" : $"QEMU exited: {said.Split('\n')[^1]}");
+        vm.Note = note;
+        _running.TryRemove(vm.State.Name, out _);
+        vm.Finished.TrySetResult(note);
+    }
+
+    /// <summary>After QEMU is gone: swtpm ends, the NVRAM is re-encrypted (a reattached VM needs a release for that key, retried), files go back to root, run folder removed.</summary>
+    private async Task<string> CleanUpAfterAsync(VmRunState state, RunningVm? vm, string why)
+    {
+        if (vm?.Vtpm is { } v)
+        {
+            v.Dispose();
+        }
+        else
+        {
+            StopOrphan(state.SwtpmPid, state.SwtpmSocket);
+        }
+        string note = why;
+        var dir = BundleDir(state.Name);
+        if (vm?.Nvram is { } n)
+        {
+            n.Close();
+            note += n.Changed ? "; UEFI variables changed and re-encrypted" : "; UEFI variables unchanged";
+        }
+        else if (File.Exists(state.NvramCopy))
+        {
+            for (int attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    var (vmk, _) = await ReleaseAsync(File.ReadAllText(Path.Combine(dir, VmBundle.KeyProtectorFile)), _life.Token);
+                    using (vmk)
+                    {
+                        using var copy = VmBundle.Load(dir).Nvram.AdoptRunCopy(vmk, state.NvramCopy);
+                        copy.Close();
+                    }
+                    note += "; UEFI variables re-encrypted after a new release";
+                    break;
+                }
+                catch (VmOperationException e) when (attempt < 1000)
+                {
+                    _audit.Append("vm.cleanup.waiting", state.Name, new Dictionary<string, object?> { ["reason"] = e.Id });
+                    try
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(10), _life.Token);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return note + "; clean-up postponed (agent stopping)";
+                    }
+                }
+            }
+        }
+        try
+        {
+            TakeBack(VmBundle.Load(dir));
+        }
+        catch (VmBundleException)
+        {
+        }
+        TryDelete(state.RunDir);
+        VmRunState.Delete(_o.StateDir, state.Name);
+        _audit.Append("vm.ended", state.Name, new Dictionary<string, object?> { ["note"] = note });
+        return note;
+    }
+
+    /// <summary>The VM user gets its disks and vTPM state for the run; the bundle folders become traversable (not listable).</summary>
+    private static void HandOver(VmBundle bundle, UnixUser user)
+    {
+        File.SetUnixFileMode(bundle.Directory, Traversable);
+        File.SetUnixFileMode(Path.Combine(bundle.Directory, VmBundle.DisksDir), Traversable);
+        var files = bundle.Config.Disks.Select(d => Path.Combine(bundle.Directory, d.File))
+            .Append(bundle.VtpmStateDir).Concat(Directory.EnumerateFiles(bundle.VtpmStateDir));
+        Chown(user, [.. files]);
+    }
+
+    /// <summary>Back to root-owned, owner-only modes.</summary>
+    private static void TakeBack(VmBundle bundle)
+    {
+        var root = new UnixUser("root", 0, 0);
+        var files = bundle.Config.Disks.Select(d => Path.Combine(bundle.Directory, d.File)).Where(File.Exists)
+            .Append(bundle.VtpmStateDir).Concat(Directory.EnumerateFiles(bundle.VtpmStateDir));
+        Chown(root, [.. files]);
+        File.SetUnixFileMode(Path.Combine(bundle.Directory, VmBundle.DisksDir), SecureFiles.DirMode);
+        File.SetUnixFileMode(bundle.Directory, SecureFiles.DirMode);
+    }
+
+    private static void Chown(UnixUser user, params string[] paths)
+    {
+        if (paths.Length == 0)
+        {
+            return;
+        }
+        var r = ToolProcess.Run("chown", ["-h", $"{user.Uid}:{user.Gid}", "--", .. paths]);
+        if (r.ExitCode != 0)
+        {
+            throw new VmOperationException("vm.chown", $"chown to {user.Name} failed: {r.Stderr.Trim()}");
+        }
+    }
+
+    /// <summary>swtpm of a VM found after an agent restart: it ends when QEMU closes its control channel; killed if not, after checking the pid is that swtpm.</summary>
+    private static void StopOrphan(int pid, string ctrlSocket)
+    {
+        for (int i = 0; i < 50 && QemuProcess.Alive(pid); i++)
+        {
+            Thread.Sleep(100);
+        }
+        try
+        {
+            if (QemuProcess.Alive(pid) && File.ReadAllText($"/proc/{pid}/cmdline").Contains(ctrlSocket, StringComparison.Ordinal))
+            {
+                using var p = Process.GetProcessById(pid);
+                p.Kill();
+            }
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
+        {
+        }
+    }
+
+    private static async Task TryQmpAsync(RunningVm vm, string command)
+    {
+        try
+        {
+            await vm.Qemu.Qmp.ExecuteAsync(command, null, null, CancellationToken.None);
+        }
+        catch (Exception e) when (e is QmpProtocolException or QmpException or IOException or TimeoutException)
+        {
+            // QEMU may close QMP as it quits.
+        }
+    }
+
+    private static async Task<string> ToolOutputAsync(string tool, string arg, CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(tool, arg) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        using var p = Process.Start(psi) ?? throw new VmOperationException("vm.tool", $"cannot run {tool}");
+        var text = await p.StandardOutput.ReadToEndAsync(ct);
+        await p.WaitForExitAsync(ct);
+        return text;
+    }
+
+    private static void TryDelete(string dir)
+    {
+        try
+        {
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>A disk id as a QEMU id ([A-Za-z][A-Za-z0-9_-]{0,31}); bundle ids also allow '.', and a leading digit.</summary>
+    private static string QemuId(string id) => "d-" + id.Replace('.', '_');
+
+    public static string CheckName(string name) => NamePattern().IsMatch(name)
+        ? name
+        : throw new VmOperationException("vm.name", $"'{name}' is not a VM name: 1-63 of a-z, 0-9 and '-', starting with a letter or digit");
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
+    private static partial Regex NamePattern();
+
+    public async ValueTask DisposeAsync()
+    {
+        await _life.CancelAsync();
+        foreach (var vm in _running.Values)
+        {
+            await vm.Qemu.DisposeAsync(); // closes QMP; the VM keeps running
+        }
+        _running.Clear();
+        _life.Dispose();
+    }
+}

@@ -1,0 +1,171 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Rempart.Host.Agent;
+using Rempart.Host.Vm;
+
+namespace Rempart.AgentService;
+
+/// <summary>
+/// The VM half of the agent's local API (root-only unix socket). Long operations (create, start)
+/// answer in NDJSON: <c>{"progress": "…"}</c> lines as the work goes, then one
+/// <c>{"status": {…}}</c> or <c>{"error": {"id", "detail"}}</c> line. Errors of quick operations
+/// are RFC 9457 problems whose title is the stable id.
+/// </summary>
+internal static class VmEndpoints
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public static void Map(WebApplication app)
+    {
+        app.MapGet("/v1/vms", (VmManager m) => Guard(() => Results.Json(m.List(), Json)));
+        app.MapGet("/v1/vms/{name}", (string name, VmManager m) => Guard(() => Results.Json(m.Status(name), Json)));
+        app.MapGet("/v1/audit", (VmManager m) => Results.Json(new { records = m.Audit.Read(), brokenAt = m.Audit.Verify() }, Json));
+
+        app.MapPost("/v1/vms", async (HttpContext http, JsonObject body, VmManager m) =>
+        {
+            VmCreateRequest request;
+            try
+            {
+                request = ParseCreate(body);
+            }
+            catch (FormatException e)
+            {
+                await Results.Problem(title: "vm.request", detail: e.Message, statusCode: 400, type: "urn:rempart:problem:vm.request").ExecuteAsync(http);
+                return;
+            }
+            await StreamAsync(http, (p, ct) => m.CreateAsync(request, p, ct));
+        });
+        app.MapPost("/v1/vms/{name}/start", (HttpContext http, string name, VmManager m) => StreamAsync(http, (p, ct) => m.StartAsync(name, p, ct)));
+        app.MapPost("/v1/vms/{name}/stop", async (string name, JsonObject? body, VmManager m, CancellationToken ct) =>
+        {
+            var force = body?["force"]?.GetValue<bool>() ?? false;
+            var grace = TimeSpan.FromSeconds(Math.Clamp(body?["graceSeconds"]?.GetValue<int>() ?? 60, 0, 3600));
+            try
+            {
+                return Results.Json(await m.StopAsync(name, force, grace, ct), Json);
+            }
+            catch (VmOperationException e)
+            {
+                return Problem(e);
+            }
+        });
+        app.MapPost("/v1/vms/{name}/console", (string name, JsonObject? body, VmManager m) => Guard(() =>
+        {
+            var who = body?["user"]?.GetValue<string>() ?? "unknown";
+            var socket = m.ConsoleSocket(name, who);
+            m.Audit.Append("vm.console.opened", name, new Dictionary<string, object?> { ["by"] = who });
+            return Results.Json(new { socket }, Json);
+        }));
+        app.MapPost("/v1/vms/{name}/qmp", async (string name, JsonObject body, VmManager m, CancellationToken ct) =>
+        {
+            try
+            {
+                var command = body["command"]?.GetValue<string>() ?? throw new FormatException("command is missing");
+                var result = await m.QmpAsync(name, command, body["arguments"] as JsonObject, ct);
+                return Results.Json(new { @return = result }, Json);
+            }
+            catch (VmOperationException e)
+            {
+                return Problem(e);
+            }
+            catch (Exception e) when (e is FormatException or InvalidOperationException)
+            {
+                return Results.Problem(title: "vm.request", detail: e.Message, statusCode: 400, type: "urn:rempart:problem:vm.request");
+            }
+            catch (Host.Qemu.QmpException e)
+            {
+                return Results.Problem(title: "qmp.error", detail: e.Message, statusCode: 409, type: "urn:rempart:problem:qmp.error");
+            }
+        });
+    }
+
+    private static IResult Guard(Func<IResult> work)
+    {
+        try
+        {
+            return work();
+        }
+        catch (VmOperationException e)
+        {
+            return Problem(e);
+        }
+    }
+
+    public static IResult Problem(VmOperationException e) =>
+        Results.Problem(title: e.Id, detail: e.Message, statusCode: StatusOf(e.Id), type: "urn:rempart:problem:" + e.Id);
+
+    internal static int StatusOf(string id) => id switch
+    {
+        "vm.not-found" => 404,
+        "vm.exists" or "vm.running" or "vm.not-running" or "agent.no-token" => 409,
+        "vm.console.shielded" => 403,
+        "vm.name" or "vm.request" or "vm.image.missing" => 400,
+        _ when id.StartsWith("qmp.refused", StringComparison.Ordinal) || id.StartsWith("release.", StringComparison.Ordinal) => 403,
+        _ when id.StartsWith("bundle.", StringComparison.Ordinal) => 422,
+        _ => 500,
+    };
+
+    private static async Task StreamAsync(HttpContext http, Func<IProgress<string>, CancellationToken, Task<VmStatus>> work)
+    {
+        http.Response.ContentType = "application/x-ndjson";
+        var gate = new SemaphoreSlim(1, 1);
+        async Task Line(object o)
+        {
+            await gate.WaitAsync();
+            try
+            {
+                await http.Response.WriteAsync(JsonSerializer.Serialize(o, Json) + "\n");
+                await http.Response.Body.FlushAsync();
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
+            {
+                // the client went away; the operation carries on and is audited
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }
+        var progress = new SyncProgress(m => Line(new { progress = m }).GetAwaiter().GetResult());
+        try
+        {
+            // Not the request's token: a client that disconnects must not leave half a VM behind.
+            var status = await work(progress, CancellationToken.None);
+            await Line(new { status });
+        }
+        catch (VmOperationException e)
+        {
+            await Line(new { error = new { id = e.Id, detail = e.Message } });
+        }
+    }
+
+    private static VmCreateRequest ParseCreate(JsonObject b)
+    {
+        string Str(string k) => b[k]?.GetValue<string>() ?? throw new FormatException($"{k} is missing");
+        int Int(string k, int def) => b[k] is null ? def : b[k]!.GetValue<int>();
+        var disks = new List<(string, string?, string, long)>();
+        foreach (var d in b["disks"]?.AsArray() ?? [])
+        {
+            var id = d?["id"]?.GetValue<string>() ?? throw new FormatException("a disk has no id");
+            var image = d["image"]?.GetValue<string>();
+            var size = d["sizeBytes"]?.GetValue<long>() ?? 0;
+            disks.Add((id, image, d["format"]?.GetValue<string>() ?? "raw", size));
+        }
+        var sb = (b["secureBoot"]?.GetValue<string>() ?? "snakeoil") switch
+        {
+            "snakeoil" => SecureBootTemplate.Snakeoil,
+            "microsoft" => SecureBootTemplate.Microsoft,
+            var t => throw new FormatException($"secureBoot '{t}': snakeoil or microsoft"),
+        };
+        return new VmCreateRequest(Str("name"), Str("keyProtector"), Str("image"), b["imageFormat"]?.GetValue<string>() ?? "raw",
+            Int("memoryMiB", 512), Int("cpus", 1), sb, disks);
+    }
+
+    /// <summary>Reports on the caller's thread (Progress&lt;T&gt; would post them out of order).</summary>
+    private sealed class SyncProgress(Action<string> report) : IProgress<string>
+    {
+        public void Report(string value) => report(value);
+    }
+}

@@ -1,0 +1,277 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using Rempart.AgentService;
+using Rempart.Attestation.EventLog;
+using Rempart.Host.Agent;
+using Rempart.Host.Vm;
+using Rempart.Integration.Tests.Ops;
+using Rempart.KeyProtection;
+using Rempart.Tpm;
+using Rempart.Tpm.Structures;
+using Rempart.Tpm.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Rempart.Integration.Tests;
+
+/// <summary>
+/// The shielded VM lifecycle end to end (issue 6 §5), through the CLI as an operator runs it: a
+/// live Guardian, a swtpm host booted from a real firmware log, the host agent, the test guest
+/// (docs/test-guest.md) imported into an encrypted bundle, started under Secure Boot with its
+/// vTPM by a sandboxed unprivileged QEMU. One boot is shared by most assertions (TCG is slow);
+/// the unsigned UKI and the unhealthy host follow. Fails when a tool is missing.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class ShieldedVmTests(ITestOutputHelper output)
+{
+    private const uint EkCertRsaIndex = 0x01C00002;
+
+    [Fact(Timeout = 1_500_000)]
+    public async Task A_shielded_vm_boots_under_secure_boot_keeps_its_secrets_encrypted_survives_an_agent_restart_and_needs_a_healthy_host()
+    {
+        foreach (var tool in new[] { "qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "setpriv", "setsid", "prlimit", "chown" })
+        {
+            Tool.Which(tool);
+        }
+        Tool.Run("bash", [Path.Combine(OpsSupport.RepoRoot, "scripts", "build-test-guest.sh")], timeoutMs: 900_000).Ok();
+        var guests = Path.Combine(OpsSupport.RepoRoot, "artifacts", "test-guest");
+        var markerText = File.ReadAllText(Path.Combine(guests, "marker.txt")).Trim();
+
+        await using var g = await GuardianFixture.StartAsync();
+        await g.CreateGroupAsync("prod");
+        using var host = new SwtpmHost();
+        var dir = Directory.CreateTempSubdirectory("rempart-vm-e2e-").FullName;
+        File.SetUnixFileMode(dir, VmManager.Traversable);
+        var log = Path.Combine(dir, "boot.log");
+        await File.WriteAllBytesAsync(log, host.EventLog);
+        var socket = Path.Combine(dir, "agent", "agent.sock");
+        var data = Path.Combine(dir, "data");
+        var options = new HostAgentOptions(g.Url, null, host.Tpm.Address, data, log, "hv-vm", TimeSpan.FromSeconds(2));
+        var vmOptions = VmHostOptions.Under(data, Path.Combine(dir, "run")) with { ShmDir = "/dev/shm" };
+        var app = AgentServer.Build(options, socket, vmOptions);
+        await app.StartAsync();
+        var env = new Dictionary<string, string> { ["REMPART_AGENT_SOCKET"] = socket };
+        Tool.Result Cli(params string[] args) => Tool.Run(Path.Combine(OpsSupport.RepoRoot, "scripts", "rempart"), args, env, timeoutMs: 600_000);
+        int qemuPid = 0;
+        try
+        {
+            using var agent = AgentSocket.Client(socket);
+            agent.Timeout = TimeSpan.FromMinutes(10);
+            async Task<JsonNode> Status() => JsonNode.Parse(await agent.GetStringAsync("v1/status"))!;
+            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "pending", "the agent enrols", 60_000);
+            await g.ApproveAsync((await Status())["hostId"]!.GetValue<string>(), "prod");
+            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "affirming", "the agent attests", 60_000);
+
+            // The tenant, offline: owner key and key protector for group prod. The test keeps the VMK to look inside afterwards.
+            var metadata = GuardianMetadata.Parse(await g.Http.GetStringAsync("v1/guardian/metadata"));
+            using var owner = OwnerKey.Generate();
+            var (kp, vmk) = KeyProtector.Create("vm-e2e-1", new ReleasePolicy(ShieldingLevel.Shielded, ["prod"]), owner.PublicKey, [metadata]);
+            using var _vmk = vmk;
+            var kpFile = Path.Combine(dir, "vm.kp");
+            await File.WriteAllTextAsync(kpFile, kp.ToJson());
+            // The marker disk asks the guest to stay up after its report (docs/test-guest.md).
+            var marker = Path.Combine(dir, "marker.img");
+            File.Copy(Path.Combine(guests, "marker.img"), marker);
+            await using (var f = new FileStream(marker, FileMode.Open, FileAccess.Write))
+            {
+                await f.WriteAsync(Encoding.ASCII.GetBytes($"REMPART-MARKER {markerText}\nREMPART-MODE stay\n"));
+            }
+
+            // vm create: progress shown, bundle encrypted.
+            var created = Cli("vm", "create", "web1", "--from", Path.Combine(guests, "guest.img"), "--kp", kpFile, "--memory", "512", "--disk", $"marker={marker}");
+            Assert.True(created.ExitCode == 0, created.Stdout + created.Stderr);
+            Assert.Contains("importing", created.Stderr);
+            var bundle = Path.Combine(data, "vms", "web1");
+            var info = JsonNode.Parse(Tool.Run("qemu-img", ["info", "--output=json", Path.Combine(bundle, "disks", "marker.qcow2")]).Ok().Stdout)!;
+            Assert.Equal("luks", info["format-specific"]!["data"]!["encrypt"]!["format"]!.GetValue<string>());
+            Assert.Equal("aes", info["format-specific"]!["data"]!["encrypt"]!["cipher-alg"]!.GetValue<string>()[..3]);
+            Assert.Equal("xts", info["format-specific"]!["data"]!["encrypt"]!["cipher-mode"]!.GetValue<string>());
+            AssertNowhere(bundle, Encoding.ASCII.GetBytes(markerText), "the marker text");
+            // The vTPM state: a plain swtpm_setup state names its EK issuer in clear; ours must not.
+            var plainTpm = Directory.CreateDirectory(Path.Combine(dir, "plain-tpm")).FullName;
+            Tool.Run("swtpm_setup", ["--tpm2", "--tpmstate", plainTpm, "--create-ek-cert", "--pcr-banks", "sha256"]).Ok();
+            var issuer = Encoding.ASCII.GetBytes("swtpm-localca");
+            Assert.True(Directory.EnumerateFiles(plainTpm).Any(p => Contains(File.ReadAllBytes(p), issuer)), "the check below could not fail: a plain state has no 'swtpm-localca'");
+            AssertNowhere(Path.Combine(bundle, "vtpm"), issuer, "the EK certificate's issuer");
+            // The UEFI variables: the template's PK/KEK/db certificate (O = SnakeOil, L = Fort Collins) is in clear in the template, not in nvram.enc.
+            var snakeoil = Encoding.ASCII.GetBytes("Fort Collins");
+            Assert.True(Contains(File.ReadAllBytes(VmBundle.TemplatePath(SecureBootTemplate.Snakeoil)), snakeoil), "the template has no 'Fort Collins'");
+            Assert.False(Contains(File.ReadAllBytes(Path.Combine(bundle, "nvram.enc")), snakeoil), "nvram.enc holds the template in clear");
+            var ekBefore = ReadEkCertificate(bundle, vmk, Path.Combine(dir, "ek1"));
+
+            // vm start.
+            var started = Cli("vm", "start", "web1", "--format", "json");
+            Assert.True(started.ExitCode == 0, started.Stdout + started.Stderr);
+            var st = JsonNode.Parse(started.Stdout)!;
+            Assert.Equal("running", st["state"]!.GetValue<string>());
+            Assert.Equal("shielded", st["shielding"]!.GetValue<string>());
+            Assert.Equal("software", st["ramProtection"]!.GetValue<string>());
+            qemuPid = st["pid"]!.GetValue<int>();
+            var releaseId = st["releaseId"]!.GetValue<string>();
+            var user = Host.Qemu.UnixUsers.Lookup(Host.Qemu.UnixUsers.VmUser);
+            Assert.StartsWith($"{user.Uid}\t", ProcStatus(qemuPid)["Uid"]);
+            var cmdline = (await File.ReadAllTextAsync($"/proc/{qemuPid}/cmdline")).Split('\0');
+            Assert.DoesNotContain("-serial", cmdline);
+            Assert.DoesNotContain(cmdline, a => a.Contains("secret", StringComparison.Ordinal) || a.Contains(markerText, StringComparison.Ordinal));
+            output.WriteLine(Cli("vm", "status", "web1").Stdout);
+            var shm = Directory.EnumerateDirectories("/dev/shm", "rempart-nvram-*").ToList();
+            Assert.NotEmpty(shm);
+
+            // Shielded: no console (refused, audited); QMP through the allowlist.
+            var console = Cli("vm", "console", "web1");
+            Assert.Equal(1, console.ExitCode);
+            Assert.Contains("vm.console.shielded", console.Stderr);
+            var hmp = await agent.PostAsJsonAsync("v1/vms/web1/qmp", new { command = "human-monitor-command", arguments = new { command_line = "info registers" } });
+            Assert.Equal(HttpStatusCode.Forbidden, hmp.StatusCode);
+            Assert.Contains("qmp.refused", await hmp.Content.ReadAsStringAsync());
+
+            // The guest reports to its own (encrypted) disk; the test reads it with the VMK it kept, sharing the image with the running QEMU.
+            var markerDisk = Path.Combine(bundle, "disks", "marker.qcow2");
+            string report = "";
+            await OpsSupport.EventuallyAsync(() =>
+            {
+                report = ReadRegion(markerDisk, vmk, "marker", Path.Combine(dir, "peek.raw"), 4096, 512 * 1024 - 4096);
+                return Task.FromResult(report.Contains("REMPART-GUEST: done", StringComparison.Ordinal));
+            }, "the guest's report on its disk", 600_000);
+            var ticks = Tick(ReadRegion(markerDisk, vmk, "marker", Path.Combine(dir, "peek.raw"), 512 * 1024, 64));
+
+            // The agent restarts while the VM runs: the VM keeps running and is managed again.
+            await app.StopAsync();
+            await app.DisposeAsync();
+            Assert.True(Alive(qemuPid), "QEMU died with the agent");
+            app = AgentServer.Build(options, socket, vmOptions);
+            await app.StartAsync();
+            await OpsSupport.EventuallyAsync(async () =>
+            {
+                var s = Cli("vm", "status", "web1", "--format", "json");
+                return s.ExitCode == 0 && JsonNode.Parse(s.Stdout)!["state"]!.GetValue<string>() == "running" && JsonNode.Parse(s.Stdout)!["pid"]!.GetValue<int>() == qemuPid;
+            }, "the restarted agent manages the VM again", 60_000);
+            await OpsSupport.EventuallyAsync(
+                () => Task.FromResult(Tick(ReadRegion(markerDisk, vmk, "marker", Path.Combine(dir, "peek.raw"), 512 * 1024, 64)) > ticks),
+                "the guest keeps counting", 120_000);
+            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "affirming", "the restarted agent attests", 60_000);
+
+            // vm stop: QEMU and swtpm gone, NVRAM re-encrypted (a new release after the restart), no clear copy, files back to root.
+            var stopped = Cli("vm", "stop", "web1", "--timeout", "3");
+            Assert.True(stopped.ExitCode == 0, stopped.Stdout + stopped.Stderr);
+            Assert.False(Alive(qemuPid));
+            Assert.Empty(Directory.EnumerateDirectories("/dev/shm", "rempart-nvram-*").Intersect(shm));
+            Assert.False(File.Exists(Path.Combine(data, "vm-state", "web1.json")));
+            Assert.Equal("0", Tool.Run("stat", ["-c", "%u", markerDisk, Path.Combine(bundle, "vtpm")]).Ok().Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Distinct().Single());
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(bundle));
+            AssertNowhere(bundle, Encoding.ASCII.GetBytes(markerText), "the marker text (after the run)");
+
+            // The guest's own report: Secure Boot on, vTPM present, the marker read from its encrypted disk, its log replays to its vTPM's PCRs.
+            var lines = report.Split('\n').Where(l => l.StartsWith("REMPART-GUEST: ", StringComparison.Ordinal)).Select(l => l[15..]).ToList();
+            output.WriteLine(string.Join('\n', lines.Where(l => !l.StartsWith("eventlog ", StringComparison.Ordinal))));
+            Assert.Contains("secureboot=1", lines);
+            Assert.Contains("setupmode=0", lines);
+            Assert.Contains("tpm=1", lines);
+            Assert.Contains("tpm-version 2", lines);
+            Assert.Contains($"marker {markerText}", lines);
+            Assert.DoesNotContain(lines, l => l.StartsWith("error", StringComparison.Ordinal));
+            var eventLog = Convert.FromBase64String(string.Concat(lines.Where(l => l.StartsWith("eventlog ", StringComparison.Ordinal)).Select(l => l[9..])));
+            var replay = EventLogReplay.Replay(EventLogParser.Parse(eventLog));
+            int compared = 0;
+            foreach (var l in lines.Where(l => l.StartsWith("pcr sha256 ", StringComparison.Ordinal)))
+            {
+                var p = l.Split(' ');
+                if (replay.Banks[TpmAlgId.Sha256].TryGetValue(int.Parse(p[2], System.Globalization.CultureInfo.InvariantCulture), out var v))
+                {
+                    Assert.Equal(Convert.ToHexStringLower(v), p[3]);
+                    compared++;
+                }
+            }
+            Assert.True(compared >= 8, $"only {compared} PCRs compared");
+
+            // The vTPM kept its identity.
+            Assert.Equal(ekBefore, ReadEkCertificate(bundle, vmk, Path.Combine(dir, "ek2")));
+
+            // Audit: the agent's chain, and the Guardian's release of this VM's key to this host.
+            var audit = Cli("host", "audit", "--format", "json");
+            Assert.True(audit.ExitCode == 0, audit.Stdout + audit.Stderr);
+            var events = JsonNode.Parse(audit.Stdout)!["records"]!.AsArray().Select(r => r!["event"]!.GetValue<string>()).ToList();
+            foreach (var e in new[] { "vm.created", "vm.started", "vm.console.refused", "vm.qmp.refused", "vm.reattached", "vm.ended", "vm.stopped" })
+            {
+                Assert.Contains(e, events);
+            }
+            var releases = await g.Admin.GetStringAsync("v1/releases?vmId=vm-e2e-1");
+            Assert.Contains(releaseId, releases);
+
+            // The host becomes unhealthy (an extra PCR_Extend): no key, QEMU never starts, nothing left behind.
+            using (var c = host.Tpm.Client())
+            {
+                c.PcrExtend(5, new TpmlDigestValues([new TpmtHa(TpmAlgId.Sha1, new byte[20]), new TpmtHa(TpmAlgId.Sha256, new byte[32])]));
+            }
+            await agent.PostAsync("v1/attest", null);
+            var refused = Cli("vm", "start", "web1");
+            Assert.Equal(1, refused.ExitCode);
+            output.WriteLine(refused.Stderr);
+            Assert.Matches("agent.no-token|release\\.", refused.Stderr);
+            Assert.False(File.Exists(Path.Combine(data, "vm-state", "web1.json")));
+            Assert.False(Directory.Exists(Path.Combine(dir, "run", "web1")));
+            Assert.Empty(Directory.EnumerateDirectories("/dev/shm", "rempart-nvram-*").Except(shm));
+        }
+        finally
+        {
+            if (qemuPid > 0 && Alive(qemuPid))
+            {
+                System.Diagnostics.Process.GetProcessById(qemuPid).Kill();
+            }
+            await app.StopAsync();
+            await app.DisposeAsync();
+            Directory.Delete(dir, true);
+        }
+    }
+
+    private static void AssertNowhere(string folder, byte[] needle, string what)
+    {
+        foreach (var file in Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories))
+        {
+            Assert.False(Contains(File.ReadAllBytes(file), needle), $"{what} is in clear in {file}");
+        }
+    }
+
+    private static bool Contains(byte[] haystack, byte[] needle) => haystack.AsSpan().IndexOf(needle) >= 0;
+
+    /// <summary>Bytes [offset, offset+length) of an encrypted disk as text up to the first NUL, read with qemu-img (shared with a running QEMU: -U).</summary>
+    private static string ReadRegion(string disk, VmMasterKey vmk, string diskId, string scratch, int offset, int length)
+    {
+        var pass = Encoding.ASCII.GetString(EncryptedDisk.Passphrase(vmk, diskId));
+        File.Delete(scratch);
+        Tool.Run("qemu-img", ["convert", "-U", "--object", EncryptedDisk.SecretObject(), "--image-opts", EncryptedDisk.ImageOpts(disk), "-O", "raw", scratch], stdin: pass).Ok();
+        var bytes = File.ReadAllBytes(scratch).AsSpan(offset, length);
+        int end = bytes.IndexOf((byte)0);
+        return Encoding.ASCII.GetString(end < 0 ? bytes : bytes[..end]);
+    }
+
+    private static int Tick(string region) =>
+        region.StartsWith("REMPART-TICK ", StringComparison.Ordinal) ? int.Parse(region[13..].Trim(), System.Globalization.CultureInfo.InvariantCulture) : 0;
+
+    /// <summary>The vTPM's RSA EK certificate, read from a swtpm started on the bundle's state with the VM's key (the VM stopped).</summary>
+    private static byte[] ReadEkCertificate(string bundle, VmMasterKey vmk, string run)
+    {
+        using var v = VtpmProcess.Start(Path.Combine(bundle, "vtpm"), vmk, run, dataSocket: true);
+        using var tpm = TpmClient.Open("swtpm:unix:" + v.DataSocket);
+        return tpm.NvRead(EkCertRsaIndex);
+    }
+
+    private static bool Alive(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)] is not ('Z' or 'X');
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static Dictionary<string, string> ProcStatus(int pid) =>
+        File.ReadLines($"/proc/{pid}/status").Select(l => l.Split(':', 2)).Where(p => p.Length == 2)
+            .ToDictionary(p => p[0], p => p[1].Trim(), StringComparer.Ordinal);
+}
