@@ -126,6 +126,26 @@ public sealed class SnapshotStreamTests : IDisposable
     }
 
     [Fact]
+    public async Task A_cancelled_seal_stops_and_leaves_a_stream_that_is_refused()
+    {
+        using var key = Key(_vmk);
+        using var cts = new CancellationTokenSource();
+        var output = new MemoryStream();
+        var source = new FailingStream(new MemoryStream(Random(50 * Chunk)), failAfter: long.MaxValue) { OnRead = n => { if (n > 10 * Chunk) { cts.Cancel(); } } };
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => SnapshotStream.SealAsync(source, output, key, Chunk, cts.Token));
+        Assert.Equal(SnapshotException.Truncated, (await Refused(output.ToArray(), key)).Id);
+    }
+
+    [Fact]
+    public async Task A_restore_needs_a_seekable_stream()
+    {
+        using var key = Key(_vmk);
+        var sealedBytes = await Seal(Random(10), key, Chunk);
+        var pipeLike = new FailingStream(new MemoryStream(sealedBytes), failAfter: long.MaxValue);
+        await Assert.ThrowsAsync<ArgumentException>(() => SnapshotStream.RestoreAsync(pipeLike, key, new MemoryStream()));
+    }
+
+    [Fact]
     public async Task Keys_are_per_snapshot_and_refuse_bad_ids()
     {
         using var a = Key(_vmk, snapshotId: "a");
@@ -147,6 +167,8 @@ public sealed class SnapshotStreamTests : IDisposable
     {
         private long _done;
 
+        public Action<long>? OnRead { get; init; }
+
         public override bool CanRead => inner.CanRead;
 
         public override bool CanSeek => false;
@@ -167,6 +189,7 @@ public sealed class SnapshotStreamTests : IDisposable
             }
             int n = inner.Read(buffer, offset, (int)Math.Min(count, failAfter - _done));
             _done += n;
+            OnRead?.Invoke(_done);
             return n;
         }
 
