@@ -19,6 +19,7 @@ internal static class KpCommands
                rempart kp show KP [--format text|json]
                rempart kp recover KP --owner-key owner.key --out FILE|- [--passphrase-file FILE]
                rempart kp verify KP --owner-key owner.key [--passphrase-file FILE] [--format text|json]
+               rempart kp export-disk KP --owner-key owner.key --bundle DIR --disk ID --out FILE [--passphrase-file FILE]
 
           create   a new VM master key, wrapped for the owner and each Guardian's active key; refuses
                    metadata whose signature fails, and with --guardian-fingerprint (the SHA-256 of the
@@ -50,6 +51,7 @@ internal static class KpCommands
             "create" => Create(a),
             "show" => Show(a),
             "recover" => Recover(a),
+            "export-disk" => ExportDisk(a),
             _ => Verify(a),
         });
     }
@@ -172,6 +174,59 @@ internal static class KpCommands
             OwnerCommands.WriteNew(outPath, vmk.Bytes, secret: true);
             Console.Out.WriteLine($"key protector {kp.KpId} (VM {kp.VmId}): integrity verified; VM master key (32 bytes) written to {outPath} (0600)");
         }
+        return Program.Ok;
+    }
+
+    /// <summary>
+    /// The tenant opens one disk of a VM bundle offline with the owner key (no Guardian, no host
+    /// TPM): recover the VMK, derive the disk's LUKS key, write the clear image to a new 0600 file.
+    /// </summary>
+    private static int ExportDisk(Args a)
+    {
+        var keyPath = a.Require("owner-key", "owner private key, owner.key");
+        var bundleDir = a.Require("bundle", "the VM bundle folder (DATA/vms/NAME on the host)");
+        var diskId = a.Require("disk", "the disk id (vm status shows them)");
+        var outPath = a.Require("out", "a new file for the clear raw image");
+        var kp = ReadKp(a);
+        using var owner = OwnerCommands.ReadOwnerKey(a, keyPath);
+        a.EnsureAllUsed();
+        if (File.Exists(outPath))
+        {
+            return OwnerCommands.Refuse("kp.exists", $"{outPath} exists: refusing to overwrite it");
+        }
+        Rempart.Host.Vm.VmConfig config;
+        try
+        {
+            config = Rempart.Host.Vm.VmConfig.Parse(OwnerCommands.ReadBytes(Path.Combine(bundleDir, Rempart.Host.Vm.VmBundle.ConfigFile), "vm.json"));
+        }
+        catch (Rempart.Host.Vm.VmBundleException e)
+        {
+            return OwnerCommands.Refuse(e.Id, e.Message);
+        }
+        if (config.VmId != kp.VmId)
+        {
+            return OwnerCommands.Refuse("kp.vm-mismatch", $"the bundle is VM '{config.VmId}', the key protector protects '{kp.VmId}'");
+        }
+        var disk = config.Disks.SingleOrDefault(d => d.Id == diskId);
+        if (disk is null)
+        {
+            return OwnerCommands.Refuse("kp.no-disk", $"VM {config.VmId} has no disk '{diskId}' (it has: {string.Join(", ", config.Disks.Select(d => d.Id))})");
+        }
+        using var vmk = kp.RecoverWithOwner(owner);
+        // Created 0600 first: qemu-img keeps an existing file's mode, and this is the tenant's clear data.
+        using (new FileStream(outPath, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+        {
+        }
+        try
+        {
+            Rempart.Host.Vm.EncryptedDisk.ExportRaw(Path.Combine(bundleDir, disk.File), vmk, disk.Id, outPath);
+        }
+        catch (Rempart.Host.Vm.VmBundleException e)
+        {
+            File.Delete(outPath);
+            return OwnerCommands.Refuse(e.Id, e.Message);
+        }
+        Console.Out.WriteLine($"disk {disk.Id} of VM {config.VmId}: {disk.SizeBytes} bytes decrypted with the owner's key to {outPath} (0600)");
         return Program.Ok;
     }
 

@@ -63,6 +63,7 @@ public static class Program
           kp create --owner owner.pub --guardian META.json --shielding S --host-group G --vm-id ID --out vm.kp
           kp show KP | kp verify KP --owner-key owner.key           what a key protector says / check its integrity
           kp recover KP --owner-key owner.key --out FILE|-          the owner recovers the VM master key
+          kp export-disk KP --owner-key owner.key --bundle DIR --disk ID --out FILE   the owner opens a VM disk offline
           guardian metadata --guardian URL [--out FILE]            the Guardian's signed public keys, for kp create
           kp releases KP --guardian URL --token-file FILE          where and when this VM's key was released (or refused)
           kp rewrap KP --out NEW --guardian URL --token-file FILE  after a Guardian key rotation: re-wrap for the active key
@@ -119,7 +120,7 @@ public static class Program
                 ("kp", "rewrap") => GuardianCommands.Rewrap(rest).GetAwaiter().GetResult(),
                 ("audit", "verify" or "export") => AuditCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("owner", "create" or "--help" or "-h") => OwnerCommands.Create(argv.Skip(1).ToArray()),
-                ("kp", "create" or "show" or "recover" or "verify" or "--help" or "-h") => KpCommands.Run(verb, rest),
+                ("kp", "create" or "show" or "recover" or "verify" or "export-disk" or "--help" or "-h") => KpCommands.Run(verb, rest),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', argv.Take(2))}' (see rempart --help)"),
             };
         }

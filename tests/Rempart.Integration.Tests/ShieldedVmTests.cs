@@ -226,6 +226,78 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
         }
     }
 
+    [Fact(Timeout = 900_000)]
+    public async Task The_firmware_refuses_an_unsigned_uki_seen_on_the_audited_console_of_an_encryption_supported_vm()
+    {
+        Tool.Run("bash", [Path.Combine(OpsSupport.RepoRoot, "scripts", "build-test-guest.sh")], timeoutMs: 900_000).Ok();
+        var guests = Path.Combine(OpsSupport.RepoRoot, "artifacts", "test-guest");
+        await using var g = await GuardianFixture.StartAsync();
+        await g.CreateGroupAsync("dev");
+        using var host = new SwtpmHost();
+        var dir = Directory.CreateTempSubdirectory("rempart-vm-unsigned-").FullName;
+        File.SetUnixFileMode(dir, VmManager.Traversable);
+        var log = Path.Combine(dir, "boot.log");
+        await File.WriteAllBytesAsync(log, host.EventLog);
+        var socket = Path.Combine(dir, "agent", "agent.sock");
+        var data = Path.Combine(dir, "data");
+        var app = AgentServer.Build(new HostAgentOptions(g.Url, null, host.Tpm.Address, data, log, "hv-unsigned", TimeSpan.FromSeconds(2)),
+            socket, VmHostOptions.Under(data, Path.Combine(dir, "run")));
+        await app.StartAsync();
+        var env = new Dictionary<string, string> { ["REMPART_AGENT_SOCKET"] = socket };
+        Tool.Result Cli(params string[] args) => Tool.Run(Path.Combine(OpsSupport.RepoRoot, "scripts", "rempart"), args, env, timeoutMs: 600_000);
+        try
+        {
+            using var agent = AgentSocket.Client(socket);
+            async Task<JsonNode> Status() => JsonNode.Parse(await agent.GetStringAsync("v1/status"))!;
+            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "pending", "the agent enrols", 60_000);
+            await g.ApproveAsync((await Status())["hostId"]!.GetValue<string>(), "dev");
+            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "affirming", "the agent attests", 60_000);
+            var metadata = GuardianMetadata.Parse(await g.Http.GetStringAsync("v1/guardian/metadata"));
+            using var owner = OwnerKey.Generate();
+            var (kp, vmk) = KeyProtector.Create("vm-unsigned", new ReleasePolicy(ShieldingLevel.EncryptionSupported, ["dev"]), owner.PublicKey, [metadata]);
+            vmk.Dispose();
+            var kpFile = Path.Combine(dir, "vm.kp");
+            await File.WriteAllTextAsync(kpFile, kp.ToJson());
+
+            Assert.Equal(0, Cli("vm", "create", "unsigned", "--from", Path.Combine(guests, "guest-unsigned.img"), "--kp", kpFile).ExitCode);
+            var started = Cli("vm", "start", "unsigned", "--format", "json");
+            Assert.True(started.ExitCode == 0, started.Stdout + started.Stderr);
+            var pid = JsonNode.Parse(started.Stdout)!["pid"]!.GetValue<int>();
+            Assert.Contains("-serial", (await File.ReadAllTextAsync($"/proc/{pid}/cmdline")).Split('\0'));
+
+            // The console goes through the agent, which records the session.
+            var console = await agent.PostAsJsonAsync("v1/vms/unsigned/console", new { user = "test" });
+            Assert.True(console.IsSuccessStatusCode, await console.Content.ReadAsStringAsync());
+            var path = JsonNode.Parse(await console.Content.ReadAsStringAsync())!["socket"]!.GetValue<string>();
+            using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            await s.ConnectAsync(new UnixDomainSocketEndPoint(path));
+            var text = new StringBuilder();
+            var buffer = new byte[4096];
+            using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(8));
+            while (!text.ToString().Contains("Access Denied", StringComparison.Ordinal) && !text.ToString().Contains("Security Violation", StringComparison.Ordinal))
+            {
+                int n = await s.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+                Assert.True(n > 0, "the console closed before the firmware's refusal:\n" + text);
+                text.Append(Encoding.ASCII.GetString(buffer, 0, n));
+            }
+            Assert.DoesNotContain("REMPART-GUEST:", text.ToString());
+            output.WriteLine(text.ToString()[^Math.Min(2000, text.Length)..]);
+
+            var killed = Cli("vm", "kill", "unsigned");
+            Assert.True(killed.ExitCode == 0, killed.Stdout + killed.Stderr);
+            var events = JsonNode.Parse(Cli("host", "audit", "--format", "json").Ok().Stdout)!["records"]!.AsArray()
+                .Select(r => r!["event"]!.GetValue<string>()).ToList();
+            Assert.Contains("vm.console.opened", events);
+            Assert.Contains("vm.killed", events);
+        }
+        finally
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+            Directory.Delete(dir, true);
+        }
+    }
+
     private static void AssertNowhere(string folder, byte[] needle, string what)
     {
         foreach (var file in Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories))
