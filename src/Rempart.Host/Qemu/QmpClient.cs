@@ -234,7 +234,15 @@ public sealed class QmpClient : IAsyncDisposable
                 }
                 if (line.Length > 0)
                 {
-                    Dispatch(line);
+                    try
+                    {
+                        Dispatch(line);
+                    }
+                    catch (Exception ex) when (ex is InvalidOperationException or System.Text.DecoderFallbackException)
+                    {
+                        // A string with invalid UTF-8 or a lone surrogate escape (GetString / GetRawText cannot transcode it).
+                        throw new QmpProtocolException("qmp.message", "a QMP message holds text that is not valid Unicode", ex);
+                    }
                 }
             }
         }

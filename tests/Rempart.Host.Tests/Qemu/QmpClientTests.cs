@@ -196,6 +196,18 @@ public sealed class QmpClientTests
     }
 
     [Fact]
+    public async Task A_reply_whose_text_is_not_valid_utf8_is_a_protocol_error_not_a_crash()
+    {
+        // Found by the mutation test above: a reply's "return" holding a byte that is not UTF-8
+        // (GetRawText cannot transcode it) crashed the reader, and DisposeAsync rethrew that.
+        static byte[] A(string t) => Encoding.ASCII.GetBytes(t);
+        byte[] reply = [.. A("{\"return\": {\"a\": \"x"), 0xc3, .. A("\"}, \"id\": \"r1\"}")];
+        var input = new MemoryStream([.. Encoding.UTF8.GetBytes(FakeQmpServer.Greeting), .. "\r\n"u8, .. reply, .. "\r\n"u8]);
+        var ex = await Assert.ThrowsAsync<QmpProtocolException>(() => QmpClient.OpenAsync(input, new MemoryStream(), Timeout, null));
+        Assert.Equal("qmp.message", ex.Id);
+    }
+
+    [Fact]
     public async Task A_secret_travels_only_inside_the_qmp_message_and_a_refusal_never_names_it()
     {
         var key = RandomNumberGenerator.GetBytes(32);
