@@ -58,6 +58,7 @@ public static class GuardianServer
         builder.Services.AddSingleton<AttestationService>();
         builder.Services.AddSingleton<AdminAuth>();
         builder.Services.AddSingleton<Release.ReleaseService>();
+        builder.Services.ConfigureHttpJsonOptions(j => j.SerializerOptions.TypeInfoResolverChain.Insert(0, GuardianJson.Default));
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi("v1");
         // Per-client request budget: generous for a fleet behind one NAT, bounded for a flood.

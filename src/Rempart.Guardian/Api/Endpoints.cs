@@ -29,8 +29,15 @@ public static class Endpoints
             await Guard(async () => Results.Ok(await svc.ActivateAsync(id, act, ct))));
         app.MapPost("/v1/attestations/nonce", async (NonceRequest req, AttestationService svc, CancellationToken ct) =>
             await Guard(async () => Results.Ok(await svc.NonceAsync(req.HostId, ct))));
-        app.MapPost("/v1/attestations", async (AttestationEvidence ev, AttestationService svc, CancellationToken ct) =>
-            await Guard(async () => Results.Ok(await svc.AttestAsync(ev, ct))));
+        app.MapPost("/v1/attestations", async (HttpContext http, AttestationService svc, CancellationToken ct) =>
+                await Guard(async () => await EvidenceReader.ReadAsync(http.Request, ct) switch
+                {
+                    { Bytes: { } bytes } => Results.Ok(await svc.AttestAsync(bytes, ct)),
+                    { Strings: { } strings } => Results.Ok(await svc.AttestAsync(strings, ct)),
+                    { Error: var error } => error!,
+                }))
+            .Accepts<AttestationEvidence>("application/json")
+            .Produces<AttestationResult>();
 
         app.MapPost("/v1/tokens/validate", async (JsonObject body, HealthTokens tokens, IGuardianStore store, TimeProvider time, CancellationToken ct) =>
         {

@@ -53,18 +53,32 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         return new NonceResponse(nonce, expires);
     }
 
-    public async Task<AttestationResult> AttestAsync(AttestationEvidence evidence, CancellationToken ct)
+    /// <summary>Attests evidence as the wire strings carry it (base64 decoded here).</summary>
+    public Task<AttestationResult> AttestAsync(AttestationEvidence evidence, CancellationToken ct) =>
+        AttestAsync(evidence.HostId, evidence.Nonce, evidence.Pcrs, () => EvidenceBytes.Decode(evidence), ct);
+
+    /// <summary>Attests evidence whose binary members the JSON reader already decoded.</summary>
+    public Task<AttestationResult> AttestAsync(EvidenceBytes evidence, CancellationToken ct) =>
+        AttestAsync(evidence.HostId, evidence.Nonce, evidence.Pcrs, () => evidence, ct);
+
+    /// <param name="hostId">The host the evidence claims to come from.</param>
+    /// <param name="nonceHex">The nonce it claims to answer.</param>
+    /// <param name="pcrs">The PCR values it claims, by bank and index.</param>
+    /// <param name="binary">The binary members, decoded only once the nonce is consumed; null when one is not base64.</param>
+    /// <param name="ct">Cancellation.</param>
+    private async Task<AttestationResult> AttestAsync(string hostId, string nonceHex, Dictionary<string, Dictionary<string, string>> pcrs,
+        Func<EvidenceBytes?> binary, CancellationToken ct)
     {
         var now = time.GetUtcNow();
         var failures = new List<AttestationFailure>();
         void Fail(string id, string message) => failures.Add(new AttestationFailure(id, message));
 
         // The host and the nonce in one step: the nonce is consumed only for a host that may attest.
-        var start = await store.TakeNonceForAttestationAsync(evidence.HostId, evidence.Nonce, now, ct);
+        var start = await store.TakeNonceForAttestationAsync(hostId, nonceHex, now, ct);
         var (host, nonceConsumed) = (start.Host, start.NonceConsumed);
         if (host is null || host.State == HostStates.Removed)
         {
-            return Refused(evidence.HostId, "attest.host.unknown", $"no enrolled host {evidence.HostId}");
+            return Refused(hostId, "attest.host.unknown", $"no enrolled host {hostId}");
         }
         if (host.State == HostStates.Pending)
         {
@@ -77,22 +91,14 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
             await audit.WriteAsync("attestation.refused", host.Id, new { reason = "attest.nonce" }, ct);
             return Refused(host.Id, "attest.nonce", "the nonce is unknown, expired, already used or was issued to another host");
         }
-        var nonce = Convert.FromHexString(evidence.Nonce);
+        var nonce = Convert.FromHexString(nonceHex);
 
-        byte[] quote, quoteSig, log, bkPub, bkCert, bkSig;
-        try
-        {
-            quote = Convert.FromBase64String(evidence.Quote);
-            quoteSig = Convert.FromBase64String(evidence.QuoteSignature);
-            log = Convert.FromBase64String(evidence.EventLog);
-            bkPub = Convert.FromBase64String(evidence.BindingKeyPublic);
-            bkCert = Convert.FromBase64String(evidence.BindingKeyCertify);
-            bkSig = Convert.FromBase64String(evidence.BindingKeyCertifySignature);
-        }
-        catch (FormatException)
+        if (binary() is not { } evidence)
         {
             return await FailAsync(host, [new("evidence.format", "a binary field is not base64")], false, proven: false, ct);
         }
+        var (quote, quoteSig, log, bkPub, bkCert, bkSig) = (evidence.Quote, evidence.QuoteSignature, evidence.EventLog,
+            evidence.BindingKeyPublic, evidence.BindingKeyCertify, evidence.BindingKeyCertifySignature);
 
         // 1. The quote, by the AK enrolment bound to this host (never an AK from the evidence).
         var ak = _akCache.GetOrAdd(host.AkName, _ => new VerificationKey(TpmtPublic.ParseSized(host.AkPublic)));
@@ -100,7 +106,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         TpmtSignature signature;
         try
         {
-            claimed = ParsePcrs(evidence.Pcrs);
+            claimed = ParsePcrs(pcrs);
             signature = TpmtSignature.Parse(quoteSig);
         }
         catch (Exception e) when (e is FormatException or TpmFormatException)
@@ -204,7 +210,7 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
         };
         // The host's state, the token and the evidence together, or none of them (one round trip on PostgreSQL).
         await store.RecordAttestationAsync(updated, new IssuedTokenRecord(jti, host.Id, now, expires, null),
-            new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(evidence.Pcrs), status, quote, quoteSig, nonce), ct);
+            new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(pcrs), status, quote, quoteSig, nonce), ct);
         if (host.State != HostStates.Healthy || reboot)
         {
             await audit.WriteAsync("host.state", host.Id, new { from = host.State, to = HostStates.Healthy, reboot }, ct);
