@@ -51,7 +51,17 @@ public static class AgentServer
             vms.DisposeAsync().AsTask().GetAwaiter().GetResult(); // closes QMP connections; VMs keep running
             agent.Dispose();
         });
-        app.UseExceptionHandler(e => e.Run(http => Problem(http, "request.invalid", "the request could not be read", 400)));
+        app.UseExceptionHandler(e => e.Run(http =>
+        {
+            var error = http.Features.Get<Microsoft.AspNetCore.Diagnostics.IExceptionHandlerFeature>()?.Error;
+            if (error is BadHttpRequestException or System.Text.Json.JsonException or null)
+            {
+                return Problem(http, "request.invalid", "the request could not be read", 400);
+            }
+            // Our exceptions' messages name files, ids and states, never key material.
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Rempart.Agent").LogError("{Path}: {Type}: {Message}", http.Request.Path, error.GetType().Name, error.Message);
+            return Problem(http, "agent.internal", $"the agent failed: {error.GetType().Name}: {error.Message}", 500);
+        }));
 
         app.MapGet("/v1/status", (HostAgent a) => Results.Ok(a.Status));
         app.MapPost("/v1/attest", async (HostAgent a, CancellationToken ct) =>

@@ -31,46 +31,21 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
     [Fact(Timeout = 1_500_000)]
     public async Task A_shielded_vm_boots_under_secure_boot_keeps_its_secrets_encrypted_survives_an_agent_restart_and_needs_a_healthy_host()
     {
-        foreach (var tool in new[] { "qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "setpriv", "setsid", "prlimit", "chown" })
-        {
-            Tool.Which(tool);
-        }
-        Tool.Run("bash", [Path.Combine(OpsSupport.RepoRoot, "scripts", "build-test-guest.sh")], timeoutMs: 900_000).Ok();
-        var guests = Path.Combine(OpsSupport.RepoRoot, "artifacts", "test-guest");
-        var markerText = File.ReadAllText(Path.Combine(guests, "marker.txt")).Trim();
-
-        await using var g = await GuardianFixture.StartAsync();
-        await g.CreateGroupAsync("prod");
-        using var host = new SwtpmHost();
-        var dir = Directory.CreateTempSubdirectory("rempart-vm-e2e-").FullName;
-        File.SetUnixFileMode(dir, VmManager.Traversable);
-        var log = Path.Combine(dir, "boot.log");
-        await File.WriteAllBytesAsync(log, host.EventLog);
-        var socket = Path.Combine(dir, "agent", "agent.sock");
-        var data = Path.Combine(dir, "data");
-        var options = new HostAgentOptions(g.Url, null, host.Tpm.Address, data, log, "hv-vm", TimeSpan.FromSeconds(2));
-        var vmOptions = VmHostOptions.Under(data, Path.Combine(dir, "run")) with { ShmDir = "/dev/shm" };
-        var app = AgentServer.Build(options, socket, vmOptions);
-        await app.StartAsync();
-        var env = new Dictionary<string, string> { ["REMPART_AGENT_SOCKET"] = socket };
-        Tool.Result Cli(params string[] args) => Tool.Run(Path.Combine(OpsSupport.RepoRoot, "scripts", "rempart"), args, env, timeoutMs: 600_000);
+        await using var h = await VmHostHarness.StartAsync("prod", "hv-vm");
+        var guests = VmHostHarness.Guests;
+        var markerText = VmHostHarness.MarkerText;
+        var dir = h.Dir;
+        var data = h.Data;
+        var agent = h.Agent;
+        var host = h.Host;
+        var g = h.Guardian;
+        var Cli = h.Cli;
         int qemuPid = 0;
         try
         {
-            using var agent = AgentSocket.Client(socket);
-            agent.Timeout = TimeSpan.FromMinutes(10);
-            async Task<JsonNode> Status() => JsonNode.Parse(await agent.GetStringAsync("v1/status"))!;
-            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "pending", "the agent enrols", 60_000);
-            await g.ApproveAsync((await Status())["hostId"]!.GetValue<string>(), "prod");
-            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "affirming", "the agent attests", 60_000);
-
             // The tenant, offline: owner key and key protector for group prod. The test keeps the VMK to look inside afterwards.
-            var metadata = GuardianMetadata.Parse(await g.Http.GetStringAsync("v1/guardian/metadata"));
-            using var owner = OwnerKey.Generate();
-            var (kp, vmk) = KeyProtector.Create("vm-e2e-1", new ReleasePolicy(ShieldingLevel.Shielded, ["prod"]), owner.PublicKey, [metadata]);
+            var (kpFile, vmk) = await h.KeyProtectorAsync("vm-e2e-1", ShieldingLevel.Shielded);
             using var _vmk = vmk;
-            var kpFile = Path.Combine(dir, "vm.kp");
-            await File.WriteAllTextAsync(kpFile, kp.ToJson());
             // The marker disk asks the guest to stay up after its report (docs/test-guest.md).
             var marker = Path.Combine(dir, "marker.img");
             File.Copy(Path.Combine(guests, "marker.img"), marker);
@@ -116,8 +91,7 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             Assert.DoesNotContain("-serial", cmdline);
             Assert.DoesNotContain(cmdline, a => a.Contains("secret", StringComparison.Ordinal) || a.Contains(markerText, StringComparison.Ordinal));
             output.WriteLine(Cli("vm", "status", "web1").Stdout);
-            var shm = Directory.EnumerateDirectories("/dev/shm", "rempart-nvram-*").ToList();
-            Assert.NotEmpty(shm);
+            Assert.Single(Directory.EnumerateDirectories(h.Shm)); // the clear NVRAM, in memory-backed storage only
 
             // Shielded: no console (refused, audited); QMP through the allowlist.
             var console = Cli("vm", "console", "web1");
@@ -138,11 +112,8 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             var ticks = Tick(ReadRegion(markerDisk, vmk, "marker", Path.Combine(dir, "peek.raw"), 512 * 1024, 64));
 
             // The agent restarts while the VM runs: the VM keeps running and is managed again.
-            await app.StopAsync();
-            await app.DisposeAsync();
+            await h.RestartAgentAsync();
             Assert.True(Alive(qemuPid), "QEMU died with the agent");
-            app = AgentServer.Build(options, socket, vmOptions);
-            await app.StartAsync();
             await OpsSupport.EventuallyAsync(async () =>
             {
                 var s = Cli("vm", "status", "web1", "--format", "json");
@@ -151,13 +122,13 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             await OpsSupport.EventuallyAsync(
                 () => Task.FromResult(Tick(ReadRegion(markerDisk, vmk, "marker", Path.Combine(dir, "peek.raw"), 512 * 1024, 64)) > ticks),
                 "the guest keeps counting", 120_000);
-            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "affirming", "the restarted agent attests", 60_000);
+            await h.WaitAffirmingAsync();
 
             // vm stop: QEMU and swtpm gone, NVRAM re-encrypted (a new release after the restart), no clear copy, files back to root.
             var stopped = Cli("vm", "stop", "web1", "--timeout", "3");
             Assert.True(stopped.ExitCode == 0, stopped.Stdout + stopped.Stderr);
             Assert.False(Alive(qemuPid));
-            Assert.Empty(Directory.EnumerateDirectories("/dev/shm", "rempart-nvram-*").Intersect(shm));
+            Assert.Empty(Directory.EnumerateDirectories(h.Shm));
             Assert.False(File.Exists(Path.Combine(data, "vm-state", "web1.json")));
             Assert.Equal("0", Tool.Run("stat", ["-c", "%u", markerDisk, Path.Combine(bundle, "vtpm")]).Ok().Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Distinct().Single());
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(bundle));
@@ -212,7 +183,7 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             Assert.Matches("agent.no-token|release\\.", refused.Stderr);
             Assert.False(File.Exists(Path.Combine(data, "vm-state", "web1.json")));
             Assert.False(Directory.Exists(Path.Combine(dir, "run", "web1")));
-            Assert.Empty(Directory.EnumerateDirectories("/dev/shm", "rempart-nvram-*").Except(shm));
+            Assert.Empty(Directory.EnumerateDirectories(h.Shm));
         }
         finally
         {
@@ -220,82 +191,49 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             {
                 System.Diagnostics.Process.GetProcessById(qemuPid).Kill();
             }
-            await app.StopAsync();
-            await app.DisposeAsync();
-            Directory.Delete(dir, true);
         }
     }
 
     [Fact(Timeout = 900_000)]
     public async Task The_firmware_refuses_an_unsigned_uki_seen_on_the_audited_console_of_an_encryption_supported_vm()
     {
-        Tool.Run("bash", [Path.Combine(OpsSupport.RepoRoot, "scripts", "build-test-guest.sh")], timeoutMs: 900_000).Ok();
-        var guests = Path.Combine(OpsSupport.RepoRoot, "artifacts", "test-guest");
-        await using var g = await GuardianFixture.StartAsync();
-        await g.CreateGroupAsync("dev");
-        using var host = new SwtpmHost();
-        var dir = Directory.CreateTempSubdirectory("rempart-vm-unsigned-").FullName;
-        File.SetUnixFileMode(dir, VmManager.Traversable);
-        var log = Path.Combine(dir, "boot.log");
-        await File.WriteAllBytesAsync(log, host.EventLog);
-        var socket = Path.Combine(dir, "agent", "agent.sock");
-        var data = Path.Combine(dir, "data");
-        var app = AgentServer.Build(new HostAgentOptions(g.Url, null, host.Tpm.Address, data, log, "hv-unsigned", TimeSpan.FromSeconds(2)),
-            socket, VmHostOptions.Under(data, Path.Combine(dir, "run")));
-        await app.StartAsync();
-        var env = new Dictionary<string, string> { ["REMPART_AGENT_SOCKET"] = socket };
-        Tool.Result Cli(params string[] args) => Tool.Run(Path.Combine(OpsSupport.RepoRoot, "scripts", "rempart"), args, env, timeoutMs: 600_000);
-        try
+        await using var h = await VmHostHarness.StartAsync("dev", "hv-unsigned");
+        var guests = VmHostHarness.Guests;
+        var agent = h.Agent;
+        var Cli = h.Cli;
+        var (kpFile, vmk) = await h.KeyProtectorAsync("vm-unsigned", ShieldingLevel.EncryptionSupported);
+        vmk.Dispose();
+
+        Assert.Equal(0, Cli("vm", "create", "unsigned", "--from", Path.Combine(guests, "guest-unsigned.img"), "--kp", kpFile).ExitCode);
+        var started = Cli("vm", "start", "unsigned", "--format", "json");
+        Assert.True(started.ExitCode == 0, started.Stdout + started.Stderr);
+        var pid = JsonNode.Parse(started.Stdout)!["pid"]!.GetValue<int>();
+        Assert.Contains("-serial", (await File.ReadAllTextAsync($"/proc/{pid}/cmdline")).Split('\0'));
+
+        // The console goes through the agent, which records the session.
+        var console = await agent.PostAsJsonAsync("v1/vms/unsigned/console", new { user = "test" });
+        Assert.True(console.IsSuccessStatusCode, await console.Content.ReadAsStringAsync());
+        var path = JsonNode.Parse(await console.Content.ReadAsStringAsync())!["socket"]!.GetValue<string>();
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await s.ConnectAsync(new UnixDomainSocketEndPoint(path));
+        var text = new StringBuilder();
+        var buffer = new byte[4096];
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(8));
+        while (!text.ToString().Contains("Access Denied", StringComparison.Ordinal) && !text.ToString().Contains("Security Violation", StringComparison.Ordinal))
         {
-            using var agent = AgentSocket.Client(socket);
-            async Task<JsonNode> Status() => JsonNode.Parse(await agent.GetStringAsync("v1/status"))!;
-            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "pending", "the agent enrols", 60_000);
-            await g.ApproveAsync((await Status())["hostId"]!.GetValue<string>(), "dev");
-            await OpsSupport.EventuallyAsync(async () => (await Status())["state"]?.GetValue<string>() == "affirming", "the agent attests", 60_000);
-            var metadata = GuardianMetadata.Parse(await g.Http.GetStringAsync("v1/guardian/metadata"));
-            using var owner = OwnerKey.Generate();
-            var (kp, vmk) = KeyProtector.Create("vm-unsigned", new ReleasePolicy(ShieldingLevel.EncryptionSupported, ["dev"]), owner.PublicKey, [metadata]);
-            vmk.Dispose();
-            var kpFile = Path.Combine(dir, "vm.kp");
-            await File.WriteAllTextAsync(kpFile, kp.ToJson());
-
-            Assert.Equal(0, Cli("vm", "create", "unsigned", "--from", Path.Combine(guests, "guest-unsigned.img"), "--kp", kpFile).ExitCode);
-            var started = Cli("vm", "start", "unsigned", "--format", "json");
-            Assert.True(started.ExitCode == 0, started.Stdout + started.Stderr);
-            var pid = JsonNode.Parse(started.Stdout)!["pid"]!.GetValue<int>();
-            Assert.Contains("-serial", (await File.ReadAllTextAsync($"/proc/{pid}/cmdline")).Split('\0'));
-
-            // The console goes through the agent, which records the session.
-            var console = await agent.PostAsJsonAsync("v1/vms/unsigned/console", new { user = "test" });
-            Assert.True(console.IsSuccessStatusCode, await console.Content.ReadAsStringAsync());
-            var path = JsonNode.Parse(await console.Content.ReadAsStringAsync())!["socket"]!.GetValue<string>();
-            using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            await s.ConnectAsync(new UnixDomainSocketEndPoint(path));
-            var text = new StringBuilder();
-            var buffer = new byte[4096];
-            using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(8));
-            while (!text.ToString().Contains("Access Denied", StringComparison.Ordinal) && !text.ToString().Contains("Security Violation", StringComparison.Ordinal))
-            {
-                int n = await s.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
-                Assert.True(n > 0, "the console closed before the firmware's refusal:\n" + text);
-                text.Append(Encoding.ASCII.GetString(buffer, 0, n));
-            }
-            Assert.DoesNotContain("REMPART-GUEST:", text.ToString());
-            output.WriteLine(text.ToString()[^Math.Min(2000, text.Length)..]);
-
-            var killed = Cli("vm", "kill", "unsigned");
-            Assert.True(killed.ExitCode == 0, killed.Stdout + killed.Stderr);
-            var events = JsonNode.Parse(Cli("host", "audit", "--format", "json").Ok().Stdout)!["records"]!.AsArray()
-                .Select(r => r!["event"]!.GetValue<string>()).ToList();
-            Assert.Contains("vm.console.opened", events);
-            Assert.Contains("vm.killed", events);
+            int n = await s.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+            Assert.True(n > 0, "the console closed before the firmware's refusal:\n" + text);
+            text.Append(Encoding.ASCII.GetString(buffer, 0, n));
         }
-        finally
-        {
-            await app.StopAsync();
-            await app.DisposeAsync();
-            Directory.Delete(dir, true);
-        }
+        Assert.DoesNotContain("REMPART-GUEST:", text.ToString());
+        output.WriteLine(text.ToString()[^Math.Min(2000, text.Length)..]);
+
+        var killed = Cli("vm", "kill", "unsigned");
+        Assert.True(killed.ExitCode == 0, killed.Stdout + killed.Stderr);
+        var events = JsonNode.Parse(Cli("host", "audit", "--format", "json").Ok().Stdout)!["records"]!.AsArray()
+            .Select(r => r!["event"]!.GetValue<string>()).ToList();
+        Assert.Contains("vm.console.opened", events);
+        Assert.Contains("vm.killed", events);
     }
 
     private static void AssertNowhere(string folder, byte[] needle, string what)

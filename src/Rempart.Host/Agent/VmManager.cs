@@ -373,7 +373,14 @@ public sealed partial class VmManager : IAsyncDisposable
                 }
             }
         }
-        await vm.Finished.Task.WaitAsync(TimeSpan.FromMinutes(2), ct);
+        try
+        {
+            await vm.Finished.Task.WaitAsync(TimeSpan.FromMinutes(5), ct);
+        }
+        catch (TimeoutException)
+        {
+            throw new VmOperationException("vm.stop.timeout", $"QEMU of {name} is gone but its clean-up has not finished after 5 minutes (see rempart host audit)");
+        }
         _audit.Append(force ? "vm.killed" : "vm.stopped", name);
         return Status(name);
     }
@@ -486,9 +493,26 @@ public sealed partial class VmManager : IAsyncDisposable
         {
             return; // the agent is going away; the VM keeps running
         }
-        await vm.Qemu.DisposeAsync();
-        var said = vm.Qemu.Output;
-        var note = await CleanUpAfterAsync(vm.State, vm, said.Length == 0 ? "QEMU exited" : $"QEMU exited: {said.Split('\n')[^1]}");
+        string note;
+        try
+        {
+            try
+            {
+                await vm.Qemu.DisposeAsync();
+            }
+            catch (Exception e) when (e is QmpProtocolException or IOException or InvalidOperationException)
+            {
+                // QMP died with QEMU; nothing to close
+            }
+            var said = vm.Qemu.Output;
+            note = await CleanUpAfterAsync(vm.State, vm, said.Length == 0 ? "QEMU exited" : $"QEMU exited: {said.Split('\n')[^1]}");
+        }
+        catch (Exception e)
+        {
+            // Never leave a stop waiting: say what failed (no secret is in these messages) and keep the state record for a retry.
+            note = $"clean-up failed: {e.GetType().Name}: {e.Message}";
+            _audit.Append("vm.cleanup.failed", vm.State.Name, new Dictionary<string, object?> { ["reason"] = note });
+        }
         vm.Note = note;
         _running.TryRemove(vm.State.Name, out _);
         vm.Finished.TrySetResult(note);
@@ -614,9 +638,9 @@ public sealed partial class VmManager : IAsyncDisposable
         {
             await vm.Qemu.Qmp.ExecuteAsync(command, null, null, CancellationToken.None);
         }
-        catch (Exception e) when (e is QmpProtocolException or QmpException or IOException or TimeoutException)
+        catch (Exception e) when (e is QmpProtocolException or QmpException or IOException or TimeoutException or OperationCanceledException or ObjectDisposedException)
         {
-            // QEMU may close QMP as it quits.
+            // QEMU may close QMP as it quits, and the watcher then disposes the client under a pending command.
         }
     }
 

@@ -151,6 +151,11 @@ public sealed class QmpClient : IAsyncDisposable
         {
             throw new QmpProtocolException("qmp.closed", "the QMP connection closed", _failure);
         }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            // This client was disposed while the command waited (e.g. QEMU exited after 'quit').
+            throw new QmpProtocolException("qmp.closed", $"QMP {command}: the client was closed before the reply");
+        }
         finally
         {
             _pending.TryRemove(id, out _);

@@ -208,6 +208,19 @@ public sealed class QmpClientTests
     }
 
     [Fact]
+    public async Task A_command_pending_when_the_client_is_disposed_ends_as_qmp_closed()
+    {
+        // The agent's watcher disposes a VM's QMP client when QEMU exits, possibly while 'quit' waits for its reply.
+        await using var server = new FakeQmpServer(line => FakeQmpServer.CommandOf(line) == "qmp_capabilities" ? Ok(line) : null);
+        var client = await QmpClient.ConnectAsync(server.Path, Timeout);
+        var quit = client.ExecuteAsync("quit", null, TimeSpan.FromSeconds(30));
+        await Task.Delay(200);
+        await client.DisposeAsync();
+        var ex = await Assert.ThrowsAsync<QmpProtocolException>(() => quit);
+        Assert.Equal("qmp.closed", ex.Id);
+    }
+
+    [Fact]
     public async Task A_secret_travels_only_inside_the_qmp_message_and_a_refusal_never_names_it()
     {
         var key = RandomNumberGenerator.GetBytes(32);
