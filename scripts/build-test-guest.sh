@@ -265,6 +265,33 @@ esac
 mode="$([ -b /dev/vdb ] && head -c 4096 /dev/vdb | head -n 2 | tail -n 1 | tr -d '\000\r')"
 [ "$mode" = "REMPART-MODE stay" ] && say mode stay
 
+# A second line "REMPART-MODE disk-bench" times a sequential write, then a sequential read, of the
+# whole third disk (/dev/vdc) with O_DIRECT and 1 MiB blocks (bench/vm-start.sh): bytes and
+# seconds, from /proc/uptime.
+if [ "$mode" = "REMPART-MODE disk-bench" ]; then
+  say mode disk-bench
+  t=0
+  while [ ! -b /dev/vdc ] && [ $t -lt 50 ]; do sleep 0.2; t=$((t + 1)); done
+  if [ -b /dev/vdc ]; then
+    mib=$(($(cat /sys/block/vdc/size) / 2048))
+    secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+    t0="$(cut -d' ' -f1 /proc/uptime)"
+    if dd if=/dev/zero of=/dev/vdc bs=1M count=$mib oflag=direct conv=fsync 2>/dev/null; then
+      say disk-bench write $((mib * 1048576)) "$(secs "$t0" "$(cut -d' ' -f1 /proc/uptime)")"
+    else
+      say error disk-bench write
+    fi
+    t0="$(cut -d' ' -f1 /proc/uptime)"
+    if dd if=/dev/vdc of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null; then
+      say disk-bench read $((mib * 1048576)) "$(secs "$t0" "$(cut -d' ' -f1 /proc/uptime)")"
+    else
+      say error disk-bench read
+    fi
+  else
+    say error disk-bench no /dev/vdc
+  fi
+fi
+
 say done
 if [ -b /dev/vdb ]; then
   printf '\000' >>/tmp/report
