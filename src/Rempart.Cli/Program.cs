@@ -57,6 +57,9 @@ public static class Program
           vm create NAME --from IMAGE --kp KP [--memory MIB] [--disk ID=IMAGE|ID:SIZE]...   encrypted bundle
           vm start NAME | vm stop NAME | vm kill NAME               attested release, then QEMU; stop re-encrypts
           vm status NAME | vm list | vm console NAME                 console refused for shielded VMs (audited)
+          vm snapshot NAME [--name S] | vm snapshot list NAME | vm snapshot delete NAME S
+                                                            sealed memory/device state, disks, vTPM, UEFI variables
+          vm restore NAME S                                         release on a healthy host; verified before QEMU starts
 
         Tenant (offline, docs/key-protector.md):
           owner create --out DIR                                    owner key (owner.key encrypted, owner.pub)
@@ -114,6 +117,7 @@ public static class Program
                 ("host", "serve") => AgentCommands.Serve(rest),
                 ("host", "status") => AgentCommands.Status(rest).GetAwaiter().GetResult(),
                 ("host", "audit") => VmCommands.Audit(rest).GetAwaiter().GetResult(),
+                ("vm", "snapshot" or "restore") => VmSnapshotCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("vm", _) => VmCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),
                 ("kp", "releases") => GuardianCommands.Releases(rest).GetAwaiter().GetResult(),

@@ -96,6 +96,7 @@ public static class AgentServer
             }
         });
         VmEndpoints.Map(app);
+        VmSnapshotEndpoints.Map(app);
         return app;
     }
 

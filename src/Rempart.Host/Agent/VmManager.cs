@@ -211,7 +211,10 @@ public sealed partial class VmManager : IAsyncDisposable
     /// <c>vm start</c>: release → derive → swtpm → NVRAM into memory → QEMU paused → LUKS secrets
     /// and disks over QMP → VMK wiped → <c>cont</c>. Any failure undoes what was done.
     /// </summary>
-    public async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, CancellationToken ct)
+    public Task<VmStatus> StartAsync(string name, IProgress<string>? progress, CancellationToken ct) => StartAsync(name, progress, null, ct);
+
+    /// <summary>A start, or with <paramref name="incoming"/> a restore (VmManager.Snapshots.cs): the snapshot is checked after the release and before anything starts, then fed to QEMU before <c>cont</c>.</summary>
+    private async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, IncomingRestore? incoming, CancellationToken ct)
     {
         var dir = BundleDir(name);
         var gate = _locks.GetOrAdd(name, _ => new SemaphoreSlim(1, 1));
@@ -245,6 +248,10 @@ public sealed partial class VmManager : IAsyncDisposable
                 using (vmk)
                 {
                     bundle.CheckKey(vmk);
+                    if (incoming is not null)
+                    {
+                        await incoming.PrepareAsync(bundle, vmk, progress, ct);
+                    }
                     if (Directory.Exists(run))
                     {
                         Directory.Delete(run, recursive: true);
@@ -277,6 +284,7 @@ public sealed partial class VmManager : IAsyncDisposable
                         PidFile = Path.Combine(run, "qemu.pid"),
                         RunAs = user,
                         LockMemory = caps.CanLockMemory,
+                        IncomingSocket = incoming is null ? null : Path.Combine(run, IncomingRestore.SocketName),
                     };
                     var version = QemuVersion.Parse((await ToolOutputAsync(_o.Qemu, "--version", ct)));
                     var invocation = QemuCommandLine.Build(spec, version, new QemuTools(Qemu: _o.Qemu));
@@ -292,6 +300,10 @@ public sealed partial class VmManager : IAsyncDisposable
                         {
                             System.Security.Cryptography.CryptographicOperations.ZeroMemory(pass);
                         }
+                    }
+                    if (incoming is not null)
+                    {
+                        await incoming.FeedAsync(qemu, progress, ct);
                     }
                     var state = new VmRunState(name, bundle.Config.VmId, qemu.Pid, vtpm.ProcessId, run, spec.QmpSocket, spec.PidFile, vtpm.ControlSocket,
                         spec.SerialSocket, nvram.Path, release.ReleaseId, release.AuditSeq, DateTimeOffset.UtcNow, probe.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",

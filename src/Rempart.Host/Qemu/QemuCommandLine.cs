@@ -148,8 +148,12 @@ public static partial class QemuCommandLine
         q.AddRange(["-qmp", $"unix:{spec.QmpSocket},server=on,wait=off",
             "-pidfile", spec.PidFile,
             "-sandbox", Sandbox,
-            "-msg", "timestamp=on",
-            "-S"]);
+            "-msg", "timestamp=on"]);
+        if (spec.IncomingSocket is { } incoming)
+        {
+            q.AddRange(["-incoming", "unix:" + incoming]);
+        }
+        q.Add("-S");
 
         // QEMU 7.2 has -runas (no -run-with), but it and -daemonize die under the sandbox this
         // argv requires (setuid and fork are denied: SIGSYS). So privileges are dropped before
@@ -200,6 +204,10 @@ public static partial class QemuCommandLine
         Path(spec.SwtpmSocket, "swtpm socket");
         Path(spec.QmpSocket, "qmp socket");
         Path(spec.PidFile, "pid file");
+        if (spec.IncomingSocket is { } incoming)
+        {
+            Path(incoming, "incoming migration socket");
+        }
         switch (spec.Shielding)
         {
             case ShieldingLevel.Shielded when spec.SerialSocket is not null:

@@ -133,4 +133,12 @@ public sealed record QemuLaunchSpec
 
     /// <summary>Lock guest memory (<c>-overcommit mem-lock=on</c>); only when <see cref="HostCapabilities.CanLockMemory"/>.</summary>
     public bool LockMemory { get; init; }
+
+    /// <summary>
+    /// Restore: QEMU listens on this unix socket for a migration stream (<c>-incoming unix:PATH</c>)
+    /// and builds the guest from it instead of booting; the agent connects and feeds the verified
+    /// snapshot. On the command line rather than <c>-incoming defer</c> + QMP <c>migrate-incoming</c>,
+    /// so the allowlist needs no incoming-migration command at all. Null: a normal boot.
+    /// </summary>
+    public string? IncomingSocket { get; init; }
 }

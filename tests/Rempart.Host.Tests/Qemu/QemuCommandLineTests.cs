@@ -85,6 +85,15 @@ public sealed class QemuCommandLineTests
     }
 
     [Fact]
+    public void A_restore_listens_for_the_snapshot_on_a_unix_socket_and_stays_paused()
+    {
+        var plain = QemuCommandLine.Build(Spec(), QemuVersion.Debian12).QemuArgv;
+        var restore = QemuCommandLine.Build(Spec() with { IncomingSocket = "/run/rempart/vms/web-1/incoming.sock" }, QemuVersion.Debian12).QemuArgv;
+        Assert.Equal([.. plain.Take(plain.Count - 1), "-incoming", "unix:/run/rempart/vms/web-1/incoming.sock", "-S"], restore);
+        Assert.DoesNotContain(plain, a => a == "-incoming");
+    }
+
+    [Fact]
     public void Memory_lock_raises_the_childs_memlock_limit_and_asks_qemu_to_lock()
     {
         var inv = QemuCommandLine.Build(Spec(lockMemory: true), QemuVersion.Debian12);
@@ -154,6 +163,8 @@ public sealed class QemuCommandLineTests
         { "qemu.spec.path", s => s with { NvramPath = "/dev/shm/a,b/vars.fd" } },
         { "qemu.spec.path", s => s with { QmpSocket = "relative/qmp.sock" } },
         { "qemu.spec.path", s => s with { FirmwareCode = "/x\n-monitor" } },
+        { "qemu.spec.path", s => s with { IncomingSocket = "relative/incoming.sock" } },
+        { "qemu.spec.path", s => s with { IncomingSocket = "/run/x/in.sock,server=off" } },
         { "qemu.spec.memory", s => s with { MemoryMiB = 16 } },
         { "qemu.spec.cpus", s => s with { Cpus = 0 } },
         { "qemu.spec.disk.id", s => s with { Disks = [new QemuDisk("d,0", "/d.qcow2")] } },

@@ -1,0 +1,160 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Rempart.Host.Agent;
+
+namespace Rempart.Cli;
+
+/// <summary>
+/// <c>rempart vm snapshot NAME [--name S]</c>, <c>vm snapshot list NAME</c>, <c>vm snapshot delete NAME S</c>
+/// and <c>vm restore NAME S</c>, asked of the local host agent (docs/host-agent.md). Exit codes as the
+/// other vm verbs: 0 done, 1 refused (a tampered or truncated snapshot, an unhealthy host, a VM in the
+/// wrong state), 2 usage, 3 the agent cannot be reached or failed.
+/// </summary>
+internal static class VmSnapshotCommands
+{
+    private static readonly HashSet<string> Flags = ["help"];
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    private const string Help = """
+        Usage: rempart vm snapshot NAME [--name S]      [--socket PATH] [--format text|json]
+               rempart vm snapshot list NAME
+               rempart vm snapshot delete NAME S
+               rempart vm restore NAME S
+
+          snapshot NAME   fresh release → guest paused → QEMU's migration stream (RAM, devices, vTPM, UEFI
+                          variables) sealed as it arrives into snapshots/S/state.sealed; disks (LUKS) and
+                          vTPM state (encrypted) copied, variables re-encrypted → guest resumed.
+                          S defaults to s-YYYYMMDD-HHMMSS (UTC); names are never reused.
+          snapshot list NAME      the VM's snapshots, oldest first
+          snapshot delete NAME S  removes snapshot S
+          restore NAME S  the VM stopped: fresh release on a healthy host → the sealed state verified whole
+                          (a tampered or truncated snapshot is refused before anything starts) → disks, vTPM
+                          and variables put back → QEMU fed the verified stream → the guest resumes where it was
+
+        """;
+
+    public static async Task<int> Run(string verb, string[] argv)
+    {
+        var a = new Args(argv, Flags);
+        if (Program.ShowHelp(a, Help))
+        {
+            return Program.Ok;
+        }
+        var format = a.Format();
+        var socket = a.Get("socket") ?? Environment.GetEnvironmentVariable("REMPART_AGENT_SOCKET") ?? AgentSocket.DefaultPath;
+        var p = a.Positionals;
+        try
+        {
+            using var http = AgentSocket.Client(socket);
+            http.Timeout = Timeout.InfiniteTimeSpan; // a snapshot of a large VM takes minutes; progress is shown
+            switch (verb, p.Count > 0 ? p[0] : "")
+            {
+                case ("snapshot", "list"):
+                    {
+                        var name = Exactly(p, 2, "vm snapshot list NAME")[1];
+                        a.EnsureAllUsed();
+                        return await ShowAsync(await http.GetAsync($"v1/vms/{name}/snapshots"), format, s => string.Join('\n',
+                            new[] { $"{"SNAPSHOT",-24} {"TAKEN",-22} {"STATE BYTES",14} FINGERPRINT" }
+                                .Concat(s.AsArray().Select(v => $"{v!["id"],-24} {v["created"]!.GetValue<DateTimeOffset>().ToUniversalTime():yyyy-MM-ddTHH:mm:ssZ} {v["stateBytes"],14} {v["fingerprint"]!.GetValue<string>()[..16]}…"))));
+                    }
+                case ("snapshot", "delete"):
+                    {
+                        var args = Exactly(p, 3, "vm snapshot delete NAME S");
+                        a.EnsureAllUsed();
+                        return await ShowAsync(await http.DeleteAsync($"v1/vms/{args[1]}/snapshots/{args[2]}"), format, s => $"snapshot {s["deleted"]} deleted");
+                    }
+                case ("snapshot", _):
+                    {
+                        var name = Exactly(p, 1, "vm snapshot NAME [--name S]")[0];
+                        var body = new JsonObject();
+                        if (a.Get("name") is { } s)
+                        {
+                            body["name"] = s;
+                        }
+                        a.EnsureAllUsed();
+                        return await StreamAsync(http, $"v1/vms/{name}/snapshots", body, "snapshot", format,
+                            s => $"snapshot {s["id"]} of {s["vm"]}: {s["stateBytes"]} bytes of state sealed ({s["sealedBytes"]} on disk), disks {string.Join(", ", s["disks"]!.AsArray())}\n  fingerprint {s["fingerprint"]}");
+                    }
+                case ("restore", _):
+                    {
+                        var args = Exactly(p, 2, "vm restore NAME S");
+                        a.EnsureAllUsed();
+                        return await StreamAsync(http, $"v1/vms/{args[0]}/snapshots/{args[1]}/restore", new JsonObject(), "status", format,
+                            s => $"{s["name"]}: {s["state"]} from snapshot {args[1]} (QEMU pid {s["pid"]}, key release {s["releaseId"]})");
+                    }
+                default:
+                    throw new UsageException($"unknown command 'vm {verb}' (see rempart vm snapshot --help)");
+            }
+        }
+        catch (HttpRequestException e)
+        {
+            Console.Error.WriteLine($"error: agent.unreachable: cannot reach the host agent at {socket}: {e.Message} (is 'rempart host serve' running, and are you root?)");
+            return Program.Failure;
+        }
+    }
+
+    private static IReadOnlyList<string> Exactly(IReadOnlyList<string> p, int n, string usage) =>
+        p.Count == n ? p : throw new UsageException($"usage: rempart {usage}");
+
+    private static async Task<int> StreamAsync(HttpClient http, string path, JsonObject body, string resultName, string format, Func<JsonNode, string> text)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) };
+        using var r = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        if (!r.IsSuccessStatusCode)
+        {
+            return await ShowAsync(r, format, _ => "");
+        }
+        using var reader = new StreamReader(await r.Content.ReadAsStreamAsync());
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            var o = JsonNode.Parse(line)!;
+            if (o["progress"] is { } progress)
+            {
+                Console.Error.WriteLine("  " + progress.GetValue<string>());
+            }
+            else if (o[resultName] is { } s)
+            {
+                Console.Out.WriteLine(format == "json" ? s.ToJsonString(Indented) : text(s));
+                return Program.Ok;
+            }
+            else if (o["error"] is { } e)
+            {
+                var id = e["id"]!.GetValue<string>();
+                Console.Error.WriteLine($"error: {id}: {e["detail"]}");
+                return Refusal(id) ? Program.Invalid : Program.Failure;
+            }
+        }
+        Console.Error.WriteLine("error: agent.stream: the agent closed the answer before the result (see its log and 'rempart host audit')");
+        return Program.Failure;
+    }
+
+    /// <summary>A refusal (exit 1) rather than a failure (exit 3): the snapshot, the host's health or the VM's state said no.</summary>
+    private static bool Refusal(string id) =>
+        id.StartsWith("snapshot.", StringComparison.Ordinal) || id.StartsWith("release.", StringComparison.Ordinal) || id.StartsWith("agent.no-token", StringComparison.Ordinal)
+        || id.StartsWith("bundle.", StringComparison.Ordinal) || id.StartsWith("qmp.refused", StringComparison.Ordinal)
+        || id is "vm.running" or "vm.not-running" or "vm.not-found" or "vm.name" or "kp.integrity"
+        || id.StartsWith("vm.snapshot.", StringComparison.Ordinal) && id is not ("vm.snapshot.failed" or "vm.snapshot.migration" or "vm.snapshot.copy");
+
+    private static async Task<int> ShowAsync(HttpResponseMessage r, string format, Func<JsonNode, string> text)
+    {
+        var body = await r.Content.ReadAsStringAsync();
+        if (!r.IsSuccessStatusCode)
+        {
+            JsonNode? problem = null;
+            try
+            {
+                problem = JsonNode.Parse(body);
+            }
+            catch (JsonException)
+            {
+            }
+            var id = problem?["title"]?.GetValue<string>() ?? $"http.{(int)r.StatusCode}";
+            Console.Error.WriteLine($"error: {id}: {problem?["detail"]?.GetValue<string>() ?? body}");
+            return (int)r.StatusCode >= 500 ? Program.Failure : Program.Invalid;
+        }
+        var node = JsonNode.Parse(body)!;
+        Console.Out.WriteLine(format == "json" ? node.ToJsonString(Indented) : text(node));
+        return Program.Ok;
+    }
+}
