@@ -35,7 +35,9 @@ public sealed class QuoteInteropTests : IDisposable
         }
         var ok = Tool.Run("tpm2_checkquote", ["-u", F("ak.pem"), "-m", F("quote.msg"), "-s", F("quote.sig"), "-g", "sha256", "-q", Convert.ToHexStringLower(nonce)]);
         Assert.True(ok.ExitCode == 0, ok.Stderr);
-        var bad = Tool.Run("tpm2_checkquote", ["-u", F("ak.pem"), "-m", F("quote.msg"), "-s", F("quote.sig"), "-g", "sha256", "-q", "00" + Convert.ToHexStringLower(nonce)[2..]]);
+        var wrong = (byte[])nonce.Clone();
+        wrong[0] ^= 0xff; // always differs ("00" + the rest was the same nonce when it began with 00: 1 run in 256)
+        var bad = Tool.Run("tpm2_checkquote", ["-u", F("ak.pem"), "-m", F("quote.msg"), "-s", F("quote.sig"), "-g", "sha256", "-q", Convert.ToHexStringLower(wrong)]);
         Assert.NotEqual(0, bad.ExitCode);
     }
 
