@@ -63,13 +63,13 @@ internal static class VmCommands
                     {
                         var body = CreateBody(a, Name());
                         a.EnsureAllUsed();
-                        return await StreamAsync(http, "v1/vms", body, format);
+                        return await StreamAsync(http, "v1/vms", body, "status", format, Detail);
                     }
                 case "start":
                     {
                         var name = Name();
                         a.EnsureAllUsed();
-                        return await StreamAsync(http, $"v1/vms/{name}/start", new JsonObject(), format);
+                        return await StreamAsync(http, $"v1/vms/{name}/start", new JsonObject(), "status", format, Detail);
                     }
                 case "stop" or "kill":
                     {
@@ -193,7 +193,11 @@ internal static class VmCommands
         };
     }
 
-    private static async Task<int> StreamAsync(HttpClient http, string path, JsonObject body, string format)
+    /// <summary>
+    /// A long operation: progress lines on stderr, then the <paramref name="resultName"/> object. An
+    /// error's exit code follows the status the agent gives it: 1 for a refusal (below 500), 3 for a failure.
+    /// </summary>
+    internal static async Task<int> StreamAsync(HttpClient http, string path, JsonObject body, string resultName, string format, Func<JsonNode, string> text)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) };
         using var r = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
@@ -209,23 +213,23 @@ internal static class VmCommands
             {
                 Console.Error.WriteLine("  " + p.GetValue<string>());
             }
-            else if (o["status"] is { } s)
+            else if (o[resultName] is { } s)
             {
-                Console.Out.WriteLine(format == "json" ? s.ToJsonString(Indented) : Detail(s));
+                Console.Out.WriteLine(format == "json" ? s.ToJsonString(Indented) : text(s));
                 return Program.Ok;
             }
             else if (o["error"] is { } e)
             {
-                var id = e["id"]!.GetValue<string>();
-                Console.Error.WriteLine($"error: {id}: {e["detail"]}");
-                return AgentFailure(id) ? Program.Failure : Program.Invalid;
+                Console.Error.WriteLine($"error: {e["id"]}: {e["detail"]}");
+                return (e["status"]?.GetValue<int>() ?? 500) >= 500 ? Program.Failure : Program.Invalid;
             }
         }
         Console.Error.WriteLine("error: agent.stream: the agent closed the answer before the result (see its log and 'rempart host audit')");
         return Program.Failure;
     }
 
-    private static async Task<int> ShowAsync(HttpResponseMessage r, string format, Func<JsonNode, string> text)
+    /// <summary>A JSON answer (text or <c>--format json</c>), or its RFC 9457 problem: exit 1 below 500, 3 from 500.</summary>
+    internal static async Task<int> ShowAsync(HttpResponseMessage r, string format, Func<JsonNode, string> text)
     {
         var body = await r.Content.ReadAsStringAsync();
         if (!r.IsSuccessStatusCode)
@@ -246,12 +250,6 @@ internal static class VmCommands
         Console.Out.WriteLine(format == "json" ? node.ToJsonString(Indented) : text(node));
         return Program.Ok;
     }
-
-    private static bool AgentFailure(string id) => VmStatusCode(id) >= 500;
-
-    private static int VmStatusCode(string id) =>
-        id.StartsWith("release.", StringComparison.Ordinal) || id.StartsWith("vm.", StringComparison.Ordinal) || id.StartsWith("agent.no-token", StringComparison.Ordinal)
-            || id.StartsWith("qmp.refused", StringComparison.Ordinal) || id.StartsWith("bundle.", StringComparison.Ordinal) ? 400 : 500;
 
     private static string Line(JsonNode s) => $"{s["name"]}: {s["state"]}" + (s["note"] is { } n ? $" ({n})" : "");
 

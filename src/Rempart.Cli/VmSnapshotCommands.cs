@@ -14,7 +14,6 @@ namespace Rempart.Cli;
 internal static class VmSnapshotCommands
 {
     private static readonly HashSet<string> Flags = ["help"];
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     private const string Help = """
         Usage: rempart vm snapshot NAME [--name S]      [--socket PATH] [--format text|json]
@@ -54,7 +53,7 @@ internal static class VmSnapshotCommands
                     {
                         var name = Exactly(p, 2, "vm snapshot list NAME")[1];
                         a.EnsureAllUsed();
-                        return await ShowAsync(await http.GetAsync($"v1/vms/{name}/snapshots"), format, s => string.Join('\n',
+                        return await VmCommands.ShowAsync(await http.GetAsync($"v1/vms/{name}/snapshots"), format, s => string.Join('\n',
                             new[] { $"{"SNAPSHOT",-24} {"TAKEN",-22} {"STATE BYTES",14} FINGERPRINT" }
                                 .Concat(s.AsArray().Select(v => $"{v!["id"],-24} {v["created"]!.GetValue<DateTimeOffset>().ToUniversalTime():yyyy-MM-ddTHH:mm:ssZ} {v["stateBytes"],14} {v["fingerprint"]!.GetValue<string>()[..16]}…"))));
                     }
@@ -62,7 +61,7 @@ internal static class VmSnapshotCommands
                     {
                         var args = Exactly(p, 3, "vm snapshot delete NAME S");
                         a.EnsureAllUsed();
-                        return await ShowAsync(await http.DeleteAsync($"v1/vms/{args[1]}/snapshots/{args[2]}"), format, s => $"snapshot {s["deleted"]} deleted");
+                        return await VmCommands.ShowAsync(await http.DeleteAsync($"v1/vms/{args[1]}/snapshots/{args[2]}"), format, s => $"snapshot {s["deleted"]} deleted");
                     }
                 case ("snapshot", _):
                     {
@@ -73,14 +72,14 @@ internal static class VmSnapshotCommands
                             body["name"] = s;
                         }
                         a.EnsureAllUsed();
-                        return await StreamAsync(http, $"v1/vms/{name}/snapshots", body, "snapshot", format,
+                        return await VmCommands.StreamAsync(http, $"v1/vms/{name}/snapshots", body, "snapshot", format,
                             s => $"snapshot {s["id"]} of {s["vm"]}: {s["stateBytes"]} bytes of state sealed ({s["sealedBytes"]} on disk), disks {string.Join(", ", s["disks"]!.AsArray())}\n  fingerprint {s["fingerprint"]}");
                     }
                 case ("restore", _):
                     {
                         var args = Exactly(p, 2, "vm restore NAME S");
                         a.EnsureAllUsed();
-                        return await StreamAsync(http, $"v1/vms/{args[0]}/snapshots/{args[1]}/restore", new JsonObject(), "status", format,
+                        return await VmCommands.StreamAsync(http, $"v1/vms/{args[0]}/snapshots/{args[1]}/restore", new JsonObject(), "status", format,
                             s => $"{s["name"]}: {s["state"]} from snapshot {args[1]} (QEMU pid {s["pid"]}, key release {s["releaseId"]})");
                     }
                 default:
@@ -96,65 +95,4 @@ internal static class VmSnapshotCommands
 
     private static IReadOnlyList<string> Exactly(IReadOnlyList<string> p, int n, string usage) =>
         p.Count == n ? p : throw new UsageException($"usage: rempart {usage}");
-
-    private static async Task<int> StreamAsync(HttpClient http, string path, JsonObject body, string resultName, string format, Func<JsonNode, string> text)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent.Create(body) };
-        using var r = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-        if (!r.IsSuccessStatusCode)
-        {
-            return await ShowAsync(r, format, _ => "");
-        }
-        using var reader = new StreamReader(await r.Content.ReadAsStreamAsync());
-        while (await reader.ReadLineAsync() is { } line)
-        {
-            var o = JsonNode.Parse(line)!;
-            if (o["progress"] is { } progress)
-            {
-                Console.Error.WriteLine("  " + progress.GetValue<string>());
-            }
-            else if (o[resultName] is { } s)
-            {
-                Console.Out.WriteLine(format == "json" ? s.ToJsonString(Indented) : text(s));
-                return Program.Ok;
-            }
-            else if (o["error"] is { } e)
-            {
-                var id = e["id"]!.GetValue<string>();
-                Console.Error.WriteLine($"error: {id}: {e["detail"]}");
-                return Refusal(id) ? Program.Invalid : Program.Failure;
-            }
-        }
-        Console.Error.WriteLine("error: agent.stream: the agent closed the answer before the result (see its log and 'rempart host audit')");
-        return Program.Failure;
-    }
-
-    /// <summary>A refusal (exit 1) rather than a failure (exit 3): the snapshot, the host's health or the VM's state said no.</summary>
-    private static bool Refusal(string id) =>
-        id.StartsWith("snapshot.", StringComparison.Ordinal) || id.StartsWith("release.", StringComparison.Ordinal) || id.StartsWith("agent.no-token", StringComparison.Ordinal)
-        || id.StartsWith("bundle.", StringComparison.Ordinal) || id.StartsWith("qmp.refused", StringComparison.Ordinal)
-        || id is "vm.running" or "vm.not-running" or "vm.not-found" or "vm.name" or "kp.integrity"
-        || id.StartsWith("vm.snapshot.", StringComparison.Ordinal) && id is not ("vm.snapshot.failed" or "vm.snapshot.migration" or "vm.snapshot.copy");
-
-    private static async Task<int> ShowAsync(HttpResponseMessage r, string format, Func<JsonNode, string> text)
-    {
-        var body = await r.Content.ReadAsStringAsync();
-        if (!r.IsSuccessStatusCode)
-        {
-            JsonNode? problem = null;
-            try
-            {
-                problem = JsonNode.Parse(body);
-            }
-            catch (JsonException)
-            {
-            }
-            var id = problem?["title"]?.GetValue<string>() ?? $"http.{(int)r.StatusCode}";
-            Console.Error.WriteLine($"error: {id}: {problem?["detail"]?.GetValue<string>() ?? body}");
-            return (int)r.StatusCode >= 500 ? Program.Failure : Program.Invalid;
-        }
-        var node = JsonNode.Parse(body)!;
-        Console.Out.WriteLine(format == "json" ? node.ToJsonString(Indented) : text(node));
-        return Program.Ok;
-    }
 }

@@ -10,7 +10,7 @@ namespace Rempart.AgentService;
 /// <summary>
 /// The VM half of the agent's local API (root-only unix socket). Long operations (create, start)
 /// answer in NDJSON: <c>{"progress": "…"}</c> lines as the work goes, then one
-/// <c>{"status": {…}}</c> or <c>{"error": {"id", "detail"}}</c> line. Errors of quick operations
+/// <c>{"status": {…}}</c> or <c>{"error": {"id", "detail", "status"}}</c> line. Errors of quick operations
 /// are RFC 9457 problems whose title is the stable id.
 /// </summary>
 internal static class VmEndpoints
@@ -35,9 +35,9 @@ internal static class VmEndpoints
                 await Results.Problem(title: "vm.request", detail: e.Message, statusCode: 400, type: "urn:rempart:problem:vm.request").ExecuteAsync(http);
                 return;
             }
-            await StreamAsync(http, (p, ct) => m.CreateAsync(request, p, ct));
+            await StreamAsync(http, "status", (p, ct) => m.CreateAsync(request, p, ct));
         });
-        app.MapPost("/v1/vms/{name}/start", (HttpContext http, string name, VmManager m) => StreamAsync(http, (p, ct) => m.StartAsync(name, p, ct)));
+        app.MapPost("/v1/vms/{name}/start", (HttpContext http, string name, VmManager m) => StreamAsync(http, "status", (p, ct) => m.StartAsync(name, p, ct)));
         app.MapPost("/v1/vms/{name}/stop", async (string name, JsonObject? body, VmManager m, CancellationToken ct) =>
         {
             var force = body?["force"]?.GetValue<bool>() ?? false;
@@ -81,7 +81,7 @@ internal static class VmEndpoints
         });
     }
 
-    private static IResult Guard(Func<IResult> work)
+    internal static IResult Guard(Func<IResult> work)
     {
         try
         {
@@ -96,27 +96,34 @@ internal static class VmEndpoints
     public static IResult Problem(VmOperationException e) =>
         Results.Problem(title: e.Id, detail: e.Message, statusCode: StatusOf(e.Id), type: "urn:rempart:problem:" + e.Id);
 
+    /// <summary>The HTTP status of an operation's error id; the NDJSON error line carries it too, so clients never guess from id prefixes.</summary>
     internal static int StatusOf(string id) => id switch
     {
-        "vm.not-found" => 404,
+        "vm.not-found" or "vm.snapshot.not-found" => 404,
         "vm.exists" or "vm.running" or "vm.not-running" or "agent.no-token" => 409,
-        "vm.console.shielded" => 403,
-        "vm.name" or "vm.request" or "vm.image.missing" => 400,
+        "vm.console.shielded" or "kp.integrity" => 403,
+        "vm.name" or "vm.request" or "vm.image.missing" or "vm.snapshot.name" => 400,
+        "vm.snapshot.failed" or "vm.snapshot.migration" or "vm.snapshot.copy" => 500,
         _ when id.StartsWith("qmp.refused", StringComparison.Ordinal) || id.StartsWith("release.", StringComparison.Ordinal) => 403,
-        _ when id.StartsWith("bundle.", StringComparison.Ordinal) => 422,
+        _ when id.StartsWith("bundle.", StringComparison.Ordinal) || id.StartsWith("snapshot.", StringComparison.Ordinal) || id == "vm.snapshot.format" => 422,
+        _ when id.StartsWith("vm.snapshot.", StringComparison.Ordinal) => 409,
         _ => 500,
     };
 
-    private static async Task StreamAsync(HttpContext http, Func<IProgress<string>, CancellationToken, Task<VmStatus>> work)
+    /// <summary>
+    /// Answers a long operation in NDJSON: progress lines, then <c>{resultName: …}</c> or
+    /// <c>{"error": {"id", "detail", "status"}}</c>. The work runs to its end even if the client goes away.
+    /// </summary>
+    internal static async Task StreamAsync<T>(HttpContext http, string resultName, Func<IProgress<string>, CancellationToken, Task<T>> work)
     {
         http.Response.ContentType = "application/x-ndjson";
         var gate = new SemaphoreSlim(1, 1);
-        async Task Line(object o)
+        async Task Line(JsonObject o)
         {
             await gate.WaitAsync();
             try
             {
-                await http.Response.WriteAsync(JsonSerializer.Serialize(o, Json) + "\n");
+                await http.Response.WriteAsync(o.ToJsonString() + "\n");
                 await http.Response.Body.FlushAsync();
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
@@ -128,16 +135,16 @@ internal static class VmEndpoints
                 gate.Release();
             }
         }
-        var progress = new SyncProgress(m => Line(new { progress = m }).GetAwaiter().GetResult());
+        var progress = new SyncProgress(m => Line(new JsonObject { ["progress"] = m }).GetAwaiter().GetResult());
         try
         {
-            // Not the request's token: a client that disconnects must not leave half a VM behind.
-            var status = await work(progress, CancellationToken.None);
-            await Line(new { status });
+            // Not the request's token: a client that disconnects must not leave half a VM, a half-taken snapshot or a paused guest behind.
+            var result = await work(progress, CancellationToken.None);
+            await Line(new JsonObject { [resultName] = JsonSerializer.SerializeToNode(result, Json) });
         }
         catch (VmOperationException e)
         {
-            await Line(new { error = new { id = e.Id, detail = e.Message } });
+            await Line(new JsonObject { ["error"] = new JsonObject { ["id"] = e.Id, ["detail"] = e.Message, ["status"] = StatusOf(e.Id) } });
         }
     }
 

@@ -13,6 +13,7 @@ using Rempart.Tpm;
 using Rempart.Tpm.Structures;
 using Rempart.Tpm.Tests.Infrastructure;
 using Xunit.Abstractions;
+using static Rempart.Integration.Tests.VmTestDisks;
 
 namespace Rempart.Integration.Tests;
 
@@ -236,49 +237,12 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
         Assert.Contains("vm.killed", events);
     }
 
-    private static void AssertNowhere(string folder, byte[] needle, string what)
-    {
-        foreach (var file in Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories))
-        {
-            Assert.False(Contains(File.ReadAllBytes(file), needle), $"{what} is in clear in {file}");
-        }
-    }
-
-    private static bool Contains(byte[] haystack, byte[] needle) => haystack.AsSpan().IndexOf(needle) >= 0;
-
-    /// <summary>Bytes [offset, offset+length) of an encrypted disk as text up to the first NUL, read with qemu-img (shared with a running QEMU: -U).</summary>
-    private static string ReadRegion(string disk, VmMasterKey vmk, string diskId, string scratch, int offset, int length)
-    {
-        var pass = Encoding.ASCII.GetString(EncryptedDisk.Passphrase(vmk, diskId));
-        File.Delete(scratch);
-        Tool.Run("qemu-img", ["convert", "-U", "--object", EncryptedDisk.SecretObject(), "--image-opts", EncryptedDisk.ImageOpts(disk), "-O", "raw", scratch], stdin: pass).Ok();
-        var bytes = File.ReadAllBytes(scratch).AsSpan(offset, length);
-        int end = bytes.IndexOf((byte)0);
-        return Encoding.ASCII.GetString(end < 0 ? bytes : bytes[..end]);
-    }
-
-    private static int Tick(string region) =>
-        region.StartsWith("REMPART-TICK ", StringComparison.Ordinal) ? int.Parse(region[13..].Trim(), System.Globalization.CultureInfo.InvariantCulture) : 0;
-
     /// <summary>The vTPM's RSA EK certificate, read from a swtpm started on the bundle's state with the VM's key (the VM stopped).</summary>
     private static byte[] ReadEkCertificate(string bundle, VmMasterKey vmk, string run)
     {
         using var v = VtpmProcess.Start(Path.Combine(bundle, "vtpm"), vmk, run, dataSocket: true);
         using var tpm = TpmClient.Open("swtpm:unix:" + v.DataSocket);
         return tpm.NvRead(EkCertRsaIndex);
-    }
-
-    private static bool Alive(int pid)
-    {
-        try
-        {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            return stat[(stat.LastIndexOf(')') + 2)] is not ('Z' or 'X');
-        }
-        catch (IOException)
-        {
-            return false;
-        }
     }
 
     private static Dictionary<string, string> ProcStatus(int pid) =>

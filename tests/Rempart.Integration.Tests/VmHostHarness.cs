@@ -1,7 +1,9 @@
+using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Rempart.AgentService;
 using Rempart.Host.Agent;
+using Rempart.Host.Vm;
 using Rempart.Integration.Tests.Ops;
 using Rempart.KeyProtection;
 using Rempart.Tpm.Tests.Infrastructure;
@@ -162,6 +164,47 @@ internal sealed class VmHostHarness : IAsyncDisposable
             await Guardian.DisposeAsync();
             Directory.Delete(Dir, true);
             Directory.Delete(VmOptions.ShmDir, true);
+        }
+    }
+}
+
+/// <summary>What VM tests look at: files without a plaintext, a region of an encrypted disk (read with the VMK, shared with a running QEMU), the guest's tick, a process.</summary>
+internal static class VmTestDisks
+{
+    public static void AssertNowhere(string folder, byte[] needle, string what)
+    {
+        foreach (var file in Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories))
+        {
+            Assert.False(Contains(File.ReadAllBytes(file), needle), $"{what} is in clear in {file}");
+        }
+    }
+
+    public static bool Contains(byte[] haystack, byte[] needle) => haystack.AsSpan().IndexOf(needle) >= 0;
+
+    /// <summary>Bytes [offset, offset+length) of an encrypted disk as text up to the first NUL, read with qemu-img (shared with a running QEMU: -U).</summary>
+    public static string ReadRegion(string disk, VmMasterKey vmk, string diskId, string scratch, int offset, int length)
+    {
+        var pass = Encoding.ASCII.GetString(EncryptedDisk.Passphrase(vmk, diskId));
+        File.Delete(scratch);
+        Tool.Run("qemu-img", ["convert", "-U", "--object", EncryptedDisk.SecretObject(), "--image-opts", EncryptedDisk.ImageOpts(disk), "-O", "raw", scratch], stdin: pass).Ok();
+        var bytes = File.ReadAllBytes(scratch).AsSpan(offset, length);
+        int end = bytes.IndexOf((byte)0);
+        return Encoding.ASCII.GetString(end < 0 ? bytes : bytes[..end]);
+    }
+
+    public static int Tick(string region) =>
+        region.StartsWith("REMPART-TICK ", StringComparison.Ordinal) ? int.Parse(region[13..].Trim(), System.Globalization.CultureInfo.InvariantCulture) : 0;
+
+    public static bool Alive(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)] is not ('Z' or 'X');
+        }
+        catch (IOException)
+        {
+            return false;
         }
     }
 }
