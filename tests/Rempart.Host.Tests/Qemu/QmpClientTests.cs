@@ -204,7 +204,8 @@ public sealed class QmpClientTests
         byte[] reply = [.. A("{\"return\": {\"a\": \"x"), 0xc3, .. A("\"}, \"id\": \"r1\"}")];
         var input = new MemoryStream([.. Encoding.UTF8.GetBytes(FakeQmpServer.Greeting), .. "\r\n"u8, .. reply, .. "\r\n"u8]);
         var ex = await Assert.ThrowsAsync<QmpProtocolException>(() => QmpClient.OpenAsync(input, new MemoryStream(), Timeout, null));
-        Assert.Equal("qmp.message", ex.Id);
+        // The reader may fail before or after the command is registered: qmp.message itself, or qmp.closed caused by it.
+        Assert.Equal("qmp.message", ex.Id == "qmp.message" ? ex.Id : (ex.InnerException as QmpProtocolException)?.Id);
     }
 
     [Fact]
