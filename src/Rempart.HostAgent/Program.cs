@@ -11,7 +11,8 @@ public static class Program
     private const string Help = """
         Usage: rempart-host serve --guardian URL --tpm ADDR --data DIR [--guardian-fingerprint HEX]
                                   [--eventlog FILE] [--period SECONDS] [--socket PATH] [--hostname NAME]
-                                  [--run-dir DIR] [--qemu PATH] [--firmware PATH]
+                                  [--run-dir DIR] [--shm-dir DIR] [--qemu PATH] [--firmware PATH]
+                                  [--migration-listen ADDR:PORT]
 
         Runs the host agent: enrols this host with the Guardian on first run (the host then waits
         for an admin's approval), attests every period (default 60 s), keeps a fresh health token
@@ -19,6 +20,10 @@ public static class Program
         (default /run/rempart/agent.sock; 'rempart host status' reads it).
           --eventlog FILE   default /sys/kernel/security/tpm0/binary_bios_measurements
           --run-dir DIR     VMs' run folders (sockets, pid files), default /run/rempart-vms
+          --shm-dir DIR     memory-backed folder for running VMs' clear UEFI variables, default /dev/shm
+          --migration-listen ADDR:PORT
+                            accept live migrations from other attested hosts on this TCP address
+                            (none by default); every byte after the handshake is encrypted
           --qemu PATH       default /usr/bin/qemu-system-x86_64
           --firmware PATH   OVMF code with Secure Boot, default /usr/share/OVMF/OVMF_CODE_4M.secboot.fd
         VM bundles live in DATA/vms, the agent's audit log in DATA/audit.jsonl. VMs keep running
@@ -56,7 +61,8 @@ public static class Program
 
     internal static (HostAgentOptions Options, string Socket, VmHostOptions Vms) Parse(string[] args)
     {
-        string? guardian = null, tpm = null, data = null, pin = null, socket = null, hostname = null, runDir = null, qemu = null, firmware = null;
+        string? guardian = null, tpm = null, data = null, pin = null, socket = null, hostname = null, runDir = null, qemu = null, firmware = null, shm = null;
+        System.Net.IPEndPoint? migration = null;
         string eventlog = "/sys/kernel/security/tpm0/binary_bios_measurements";
         int period = 60;
         for (int i = 0; i < args.Length; i++)
@@ -72,6 +78,11 @@ public static class Program
                 case "--socket": socket = Next(); break;
                 case "--hostname": hostname = Next(); break;
                 case "--run-dir": runDir = Path.GetFullPath(Next()); break;
+                case "--shm-dir": shm = Path.GetFullPath(Next()); break;
+                case "--migration-listen":
+                    var m = Next();
+                    migration = System.Net.IPEndPoint.TryParse(m, out var ep) && ep.Port != 0 ? ep : throw new ArgumentException($"--migration-listen '{m}' is not ADDR:PORT");
+                    break;
                 case "--qemu": qemu = Next(); break;
                 case "--firmware": firmware = Path.GetFullPath(Next()); break;
                 case "--period":
@@ -89,7 +100,7 @@ public static class Program
         _ = data ?? throw new ArgumentException("missing --data DIR");
         var full = Path.GetFullPath(data);
         var vms = VmHostOptions.Under(full, runDir ?? "/run/rempart-vms");
-        vms = vms with { Qemu = qemu ?? vms.Qemu, FirmwareCode = firmware ?? vms.FirmwareCode };
+        vms = vms with { Qemu = qemu ?? vms.Qemu, FirmwareCode = firmware ?? vms.FirmwareCode, ShmDir = shm ?? vms.ShmDir, MigrationListen = migration };
         return (new HostAgentOptions(url, pin, tpm, full, eventlog, hostname ?? Environment.MachineName, TimeSpan.FromSeconds(period)),
             socket ?? AgentSocket.DefaultPath, vms);
     }

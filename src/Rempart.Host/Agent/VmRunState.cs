@@ -21,6 +21,9 @@ public sealed record VmHostOptions(
 {
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>Where this agent accepts live migrations (none when null).</summary>
+    public System.Net.IPEndPoint? MigrationListen { get; init; }
+
     /// <summary>The agent's defaults under its data folder.</summary>
     public static VmHostOptions Under(string dataDir, string runDir = "/run/rempart-vms") =>
         new(Path.Combine(dataDir, "vms"), Path.Combine(dataDir, "vm-state"), runDir);

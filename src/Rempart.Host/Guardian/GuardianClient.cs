@@ -58,6 +58,18 @@ public sealed class GuardianClient : IDisposable
     public Task<ReleaseResponse> ReleaseAsync(ReleaseRequest request, CancellationToken ct = default) =>
         PostAsync<ReleaseResponse>("v1/releases", request, ct);
 
+    /// <summary>The source host asks the Guardian to authorise a live migration (docs/migration.md).</summary>
+    public Task<MigrationAuthorisation> AuthoriseMigrationAsync(MigrationAuthoriseRequest request, CancellationToken ct = default) =>
+        PostAsync<MigrationAuthorisation>("v1/migrations", request, ct);
+
+    /// <summary>The destination host accepts an authorised migration and gets its release.</summary>
+    public Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, MigrationAcceptRequest request, CancellationToken ct = default) =>
+        PostAsync<MigrationAcceptance>($"v1/migrations/{Uri.EscapeDataString(migrationId)}/accept", request, ct);
+
+    /// <summary>The source host reports how a migration ended (audited).</summary>
+    public Task CompleteMigrationAsync(string migrationId, MigrationCompleteRequest request, CancellationToken ct = default) =>
+        PostJsonAsync($"v1/migrations/{Uri.EscapeDataString(migrationId)}/complete", request, ct);
+
     public Task<JsonNode> GetAsync(string path, CancellationToken ct = default) => SendAsync(new HttpRequestMessage(HttpMethod.Get, path), ct);
 
     public Task<JsonNode> PostJsonAsync(string path, object body, CancellationToken ct = default) =>
