@@ -60,6 +60,7 @@ public static class Program
           vm snapshot NAME [--name S] | vm snapshot list NAME | vm snapshot delete NAME S
                                                             sealed memory/device state, disks, vTPM, UEFI variables
           vm restore NAME S                                         release on a healthy host; verified before QEMU starts
+          vm migrate NAME --to ADDR:PORT                            live, to another attested host, over an encrypted channel
 
         Tenant (offline, docs/key-protector.md):
           owner create --out DIR                                    owner key (owner.key encrypted, owner.pub)
@@ -118,6 +119,7 @@ public static class Program
                 ("host", "status") => AgentCommands.Status(rest).GetAwaiter().GetResult(),
                 ("host", "audit") => VmCommands.Audit(rest).GetAwaiter().GetResult(),
                 ("vm", "snapshot" or "restore") => VmSnapshotCommands.Run(verb, rest).GetAwaiter().GetResult(),
+                ("vm", "migrate") => VmMigrateCommands.Run(rest).GetAwaiter().GetResult(),
                 ("vm", _) => VmCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),
                 ("kp", "releases") => GuardianCommands.Releases(rest).GetAwaiter().GetResult(),

@@ -29,7 +29,10 @@ public static class AgentServer
         }
         var agent = new HostAgent(options);
         var vms = new VmManager(vmOptions ?? VmHostOptions.Under(options.DataDir), agent.ReleaseAsync,
-            new AgentAuditLog(Path.Combine(options.DataDir, "audit.jsonl")));
+            new AgentAuditLog(Path.Combine(options.DataDir, "audit.jsonl")))
+        {
+            MigrationHost = agent,
+        };
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddJsonConsole();
@@ -37,6 +40,7 @@ public static class AgentServer
         builder.Services.AddSingleton(agent);
         builder.Services.AddSingleton(vms);
         builder.Services.AddHostedService<AttestationLoop>();
+        builder.Services.AddHostedService<MigrationListener>();
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
@@ -102,6 +106,12 @@ public static class AgentServer
 
     private static Task Problem(HttpContext http, string id, string detail, int status) =>
         Results.Problem(title: id, detail: detail, statusCode: status, type: "urn:rempart:problem:" + id).ExecuteAsync(http);
+
+    /// <summary>Live migrations into this host, when --migration-listen was given (VmManager.ListenForMigrationsAsync).</summary>
+    private sealed class MigrationListener(VmManager vms) : BackgroundService
+    {
+        protected override Task ExecuteAsync(CancellationToken stoppingToken) => vms.ListenForMigrationsAsync(stoppingToken);
+    }
 
     private sealed class AttestationLoop(HostAgent agent) : BackgroundService
     {

@@ -34,6 +34,19 @@ internal static class VmSnapshotEndpoints
         });
         app.MapPost("/v1/vms/{name}/snapshots/{id}/restore", (HttpContext http, string name, string id, VmManager m) =>
             VmEndpoints.StreamAsync(http, "status", (p, ct) => m.RestoreAsync(name, id, p, ct)));
+        app.MapPost("/v1/vms/{name}/migrate", (HttpContext http, string name, JsonObject? body, VmManager m) =>
+        {
+            string? to;
+            try
+            {
+                to = body?["to"]?.GetValue<string>();
+            }
+            catch (InvalidOperationException e)
+            {
+                return Results.Problem(title: "vm.request", detail: e.Message, statusCode: 400, type: "urn:rempart:problem:vm.request").ExecuteAsync(http);
+            }
+            return VmEndpoints.StreamAsync(http, "migration", (p, ct) => m.MigrateAsync(name, to ?? "", p, ct));
+        });
         app.MapDelete("/v1/vms/{name}/snapshots/{id}", async (string name, string id, VmManager m, CancellationToken ct) =>
         {
             try

@@ -19,8 +19,9 @@ namespace Rempart.Integration.Tests;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal sealed class VmHostHarness : IAsyncDisposable
 {
-    private VmHostHarness(GuardianFixture guardian, SwtpmHost host, string dir, HostAgentOptions options, VmHostOptions vmOptions, string group)
+    private VmHostHarness(GuardianFixture guardian, SwtpmHost host, string dir, HostAgentOptions options, VmHostOptions vmOptions, string group, bool ownsGuardian = true)
     {
+        _ownsGuardian = ownsGuardian;
         Guardian = guardian;
         Host = host;
         Dir = dir;
@@ -32,6 +33,8 @@ internal sealed class VmHostHarness : IAsyncDisposable
         Agent = AgentSocket.Client(Socket);
         Agent.Timeout = TimeSpan.FromMinutes(10);
     }
+
+    private readonly bool _ownsGuardian;
 
     public GuardianFixture Guardian { get; }
 
@@ -60,19 +63,24 @@ internal sealed class VmHostHarness : IAsyncDisposable
 
     public static string MarkerText => File.ReadAllText(Path.Combine(Guests, "marker.txt")).Trim();
 
-    public static async Task<VmHostHarness> StartAsync(string group, string hostname)
+    /// <param name="sharedGuardian">A Guardian another harness started (its group exists already); this harness does not dispose it.</param>
+    /// <param name="migrationListen">Where this agent accepts live migrations.</param>
+    public static async Task<VmHostHarness> StartAsync(string group, string hostname, GuardianFixture? sharedGuardian = null, System.Net.IPEndPoint? migrationListen = null)
     {
         foreach (var tool in new[] { "qemu-system-x86_64", "qemu-img", "swtpm", "swtpm_setup", "setpriv", "setsid", "prlimit", "chown" })
         {
             Tool.Which(tool);
         }
         Tool.Run("bash", [Path.Combine(OpsSupport.RepoRoot, "scripts", "build-test-guest.sh")], timeoutMs: 900_000).Ok();
-        var guardian = await GuardianFixture.StartAsync();
+        var guardian = sharedGuardian ?? await GuardianFixture.StartAsync();
         var host = new SwtpmHost();
         var dir = Directory.CreateTempSubdirectory("rempart-vmhost-").FullName;
         try
         {
-            await guardian.CreateGroupAsync(group);
+            if (sharedGuardian is null)
+            {
+                await guardian.CreateGroupAsync(group);
+            }
             File.SetUnixFileMode(dir, VmManager.Traversable);
             var log = Path.Combine(dir, "boot.log");
             await File.WriteAllBytesAsync(log, host.EventLog);
@@ -81,7 +89,8 @@ internal sealed class VmHostHarness : IAsyncDisposable
             // A private memory-backed folder for the clear NVRAM copies, so that tests can tell theirs from other VMs' on this machine.
             var shm = Directory.CreateDirectory(Path.Combine("/dev/shm", "rempart-vmtest-" + Path.GetFileName(dir))).FullName;
             File.SetUnixFileMode(shm, VmManager.Traversable);
-            var h = new VmHostHarness(guardian, host, dir, options, VmHostOptions.Under(data, Path.Combine(dir, "run")) with { ShmDir = shm }, group);
+            var h = new VmHostHarness(guardian, host, dir, options,
+                VmHostOptions.Under(data, Path.Combine(dir, "run")) with { ShmDir = shm, MigrationListen = migrationListen }, group, sharedGuardian is null);
             await h.App.StartAsync();
             await OpsSupport.EventuallyAsync(async () => (await h.StatusAsync())["state"]?.GetValue<string>() == "pending", "the agent enrols", 60_000);
             await guardian.ApproveAsync((await h.StatusAsync())["hostId"]!.GetValue<string>(), group);
@@ -91,7 +100,10 @@ internal sealed class VmHostHarness : IAsyncDisposable
         catch
         {
             host.Dispose();
-            await guardian.DisposeAsync();
+            if (sharedGuardian is null)
+            {
+                await guardian.DisposeAsync();
+            }
             Directory.Delete(dir, true);
             throw;
         }
@@ -161,7 +173,10 @@ internal sealed class VmHostHarness : IAsyncDisposable
             KillLeftoverVms();
             Agent.Dispose();
             Host.Dispose();
-            await Guardian.DisposeAsync();
+            if (_ownsGuardian)
+            {
+                await Guardian.DisposeAsync();
+            }
             Directory.Delete(Dir, true);
             Directory.Delete(VmOptions.ShmDir, true);
         }

@@ -40,7 +40,7 @@ public sealed record HostAgentStatus(
 /// serialised: one command sequence at a time, on a connection opened for it (swtpm serves one
 /// client at a time). Never throws out of <see cref="AttestOnceAsync"/>: failures become the status.
 /// </summary>
-public sealed class HostAgent : IDisposable
+public sealed class HostAgent : IDisposable, IMigrationHost
 {
     private readonly HostAgentOptions _options;
     private readonly GuardianClient _guardian;
@@ -184,6 +184,49 @@ public sealed class HostAgent : IDisposable
         return (key, release);
     }
 
+    /// <summary>The current health token and binding key, taken together: a migration uses one pair from start to end, whatever the attestation loop does meanwhile.</summary>
+    public HostCredential CurrentCredential()
+    {
+        lock (_sync)
+        {
+            if (_token is null || _binding is null || _hostId is null || _tokenExpires <= DateTimeOffset.UtcNow)
+            {
+                throw new HostAgentException("agent.no-token", $"this host has no valid health token (state {_state}{(_lastError is null ? "" : ": " + _lastError)})");
+            }
+            return new HostCredential(_hostId, _token, _binding.Private, _binding.Public, _binding.Pcrs);
+        }
+    }
+
+    public Task<MigrationAuthorisation> AuthoriseMigrationAsync(string keyProtector, string destinationToken, HostCredential me, CancellationToken ct) =>
+        _guardian.AuthoriseMigrationAsync(new MigrationAuthoriseRequest(keyProtector, me.Token, destinationToken), ct);
+
+    public Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, string keyProtector, HostCredential me, CancellationToken ct) =>
+        _guardian.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(keyProtector, me.Token), ct);
+
+    public Task CompleteMigrationAsync(string migrationId, string outcome, string? reason, HostCredential me, CancellationToken ct) =>
+        _guardian.CompleteMigrationAsync(migrationId, new MigrationCompleteRequest(me.Token, outcome, reason), ct);
+
+    /// <summary>Recovers a released key in this TPM with the credential's binding key and checks the key protector's MAC with it.</summary>
+    public async Task<VmMasterKey> UnwrapAsync(ReleaseResponse release, string keyProtector, HostCredential me, CancellationToken ct)
+    {
+        var kp = KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(keyProtector));
+        var key = await WithTpmAsync(tpm => new ReleaseUnwrapper(tpm).Unwrap(me.BindingPrivate, me.BindingPublic, me.BindingPcrs, release), ct);
+        try
+        {
+            kp.VerifyIntegrity(key);
+        }
+        catch
+        {
+            key.Dispose();
+            throw;
+        }
+        return key;
+    }
+
+    /// <summary>Opens a migration channel share wrapped to this host's binding key (TPM2_RSA_Decrypt under its PolicyPCR).</summary>
+    public Task<byte[]> DecryptShareAsync(byte[] wrapped, byte[] label, HostCredential me, CancellationToken ct) =>
+        WithTpmAsync(tpm => new ReleaseUnwrapper(tpm).DecryptShare(me.BindingPrivate, me.BindingPublic, me.BindingPcrs, wrapped, label), ct);
+
     private async Task EnrolAsync(CancellationToken ct)
     {
         var request = await WithTpmAsync(tpm => new HostIdentity(tpm).BuildRequest(_options.Hostname), ct);
@@ -244,6 +287,25 @@ public sealed class HostAgent : IDisposable
         _guardian.Dispose();
         _tpmGate.Dispose();
     }
+}
+
+/// <summary>A health token with the binding key it certifies (the private part TPM-wrapped, useless off this TPM).</summary>
+public sealed record HostCredential(string HostId, string Token, byte[] BindingPrivate, TpmtPublic BindingPublic, TpmlPcrSelection BindingPcrs);
+
+/// <summary>What a live migration needs from the host's attestation side (<see cref="HostAgent"/>; docs/migration.md).</summary>
+public interface IMigrationHost
+{
+    HostCredential CurrentCredential();
+
+    Task<MigrationAuthorisation> AuthoriseMigrationAsync(string keyProtector, string destinationToken, HostCredential me, CancellationToken ct);
+
+    Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, string keyProtector, HostCredential me, CancellationToken ct);
+
+    Task CompleteMigrationAsync(string migrationId, string outcome, string? reason, HostCredential me, CancellationToken ct);
+
+    Task<VmMasterKey> UnwrapAsync(ReleaseResponse release, string keyProtector, HostCredential me, CancellationToken ct);
+
+    Task<byte[]> DecryptShareAsync(byte[] wrapped, byte[] label, HostCredential me, CancellationToken ct);
 }
 
 /// <summary>The agent cannot do what was asked (no token yet, …); <see cref="Id"/> is stable.</summary>

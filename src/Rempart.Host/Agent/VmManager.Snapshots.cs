@@ -251,10 +251,10 @@ public sealed partial class VmManager
         }
     }
 
-    /// <summary>What a start does differently when it is a restore (<see cref="StartAsync(string, IProgress{string}?, IncomingRestore?, CancellationToken)"/>).</summary>
-    private sealed class IncomingRestore(string folder, VmSnapshotInfo info) : IDisposable
+    /// <summary>What a start does differently when it is a restore (<see cref="IIncoming"/>).</summary>
+    private sealed class IncomingRestore(string folder, VmSnapshotInfo info) : IIncoming, IDisposable
     {
-        public const string SocketName = "incoming.sock";
+        public bool Resume => true;
 
         private SnapshotKey? _key;
         private FileStream? _file;
@@ -303,7 +303,7 @@ public sealed partial class VmManager
         /// <summary>QEMU is up, paused, listening, its disks added: feed it the stream (verified again as it goes) and wait until it has loaded it.</summary>
         public async Task FeedAsync(QemuProcess qemu, IProgress<string>? progress, CancellationToken ct)
         {
-            var socket = Path.Combine(Path.GetDirectoryName(qemu.QmpSocket)!, SocketName);
+            var socket = Path.Combine(Path.GetDirectoryName(qemu.QmpSocket)!, IncomingSocketName);
             using var conn = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             await conn.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
             RequirePeer(conn, qemu.Pid);
@@ -340,6 +340,22 @@ public sealed partial class VmManager
             _key?.Dispose();
             _file?.Dispose();
         }
+    }
+
+    /// <summary>The unix socket a QEMU started for an incoming stream (restore, migration) listens on, in its run folder.</summary>
+    private const string IncomingSocketName = "incoming.sock";
+
+    /// <summary>What a start does differently when QEMU receives a migration stream instead of booting.</summary>
+    private interface IIncoming
+    {
+        /// <summary>Whether the guest resumes once the stream is fed (a restore) or stays paused for a later decision (a migration's commit).</summary>
+        bool Resume { get; }
+
+        /// <summary>Right after the key is released, before anything starts.</summary>
+        Task PrepareAsync(VmBundle bundle, VmMasterKey vmk, IProgress<string>? progress, CancellationToken ct);
+
+        /// <summary>QEMU is up, paused, listening, its disks added.</summary>
+        Task FeedAsync(QemuProcess qemu, IProgress<string>? progress, CancellationToken ct);
     }
 
     /// <summary>Polls <c>query-migrate</c> until the migration (outgoing, or incoming on a restoring QEMU) is over; answers its last status.</summary>

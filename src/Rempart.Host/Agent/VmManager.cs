@@ -86,6 +86,7 @@ public sealed partial class VmManager : IAsyncDisposable
     /// <summary>Finds VMs an earlier agent process started; those that ended meanwhile are cleaned up (which needs a release, retried until the host is healthy).</summary>
     public async Task ReattachAllAsync(CancellationToken ct)
     {
+        var agentStart = DateTime.UtcNow;
         foreach (var file in Directory.EnumerateFiles(_o.StateDir, "*.json"))
         {
             var name = Path.GetFileNameWithoutExtension(file);
@@ -117,6 +118,7 @@ public sealed partial class VmManager : IAsyncDisposable
                 _ = CleanUpAfterAsync(state, null, "ended while the agent was away");
             }
         }
+        await AbandonUncommittedMigrationsAsync(agentStart);
     }
 
     /// <summary><c>vm create</c>: a new bundle, its disks imported or made (LUKS), NVRAM from the template, the vTPM manufactured.</summary>
@@ -215,11 +217,14 @@ public sealed partial class VmManager : IAsyncDisposable
     public Task<VmStatus> StartAsync(string name, IProgress<string>? progress, CancellationToken ct) => StartAsync(name, progress, null, ct);
 
     /// <summary>A start, or with <paramref name="incoming"/> a restore (VmManager.Snapshots.cs): the snapshot is checked after the release and before anything starts, then fed to QEMU before <c>cont</c>.</summary>
-    private async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, IncomingRestore? incoming, CancellationToken ct)
+    private async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, IIncoming? incoming, CancellationToken ct, KeyRelease? releaseOverride = null, bool gateHeld = false)
     {
         var dir = BundleDir(name);
         var gate = _locks.GetOrAdd(name, _ => new SemaphoreSlim(1, 1));
-        await gate.WaitAsync(ct);
+        if (!gateHeld)
+        {
+            await gate.WaitAsync(ct);
+        }
         try
         {
             if (_running.ContainsKey(name) || VmRunState.Load(_o.StateDir, name) is not null)
@@ -238,7 +243,8 @@ public sealed partial class VmManager : IAsyncDisposable
             var user = UnixUsers.Lookup(_o.VmUser);
             var clock = Stopwatch.StartNew();
             progress?.Report("asking the Guardian for the VM's key with a fresh health token");
-            var (vmk, release) = await ReleaseAsync(System.Text.Encoding.UTF8.GetString(File.ReadAllBytes(Path.Combine(dir, VmBundle.KeyProtectorFile))), ct);
+            var kpText = System.Text.Encoding.UTF8.GetString(File.ReadAllBytes(Path.Combine(dir, VmBundle.KeyProtectorFile)));
+            var (vmk, release) = releaseOverride is null ? await ReleaseAsync(kpText, ct) : await releaseOverride(kpText, ct);
             progress?.Report($"key released (release {release.ReleaseId}) and recovered in the host TPM in {clock.ElapsedMilliseconds} ms");
             var run = Path.Combine(_o.RunDir, name);
             VtpmProcess? vtpm = null;
@@ -285,7 +291,7 @@ public sealed partial class VmManager : IAsyncDisposable
                         PidFile = Path.Combine(run, "qemu.pid"),
                         RunAs = user,
                         LockMemory = caps.CanLockMemory,
-                        IncomingSocket = incoming is null ? null : Path.Combine(run, IncomingRestore.SocketName),
+                        IncomingSocket = incoming is null ? null : Path.Combine(run, IncomingSocketName),
                     };
                     var version = await QemuVersionAsync(ct);
                     var invocation = QemuCommandLine.Build(spec, version, new QemuTools(Qemu: _o.Qemu));
@@ -312,6 +318,12 @@ public sealed partial class VmManager : IAsyncDisposable
                     state.Save(_o.StateDir);
                     var vm = new RunningVm(state, qemu, vtpm, nvram);
                     _running[name] = vm;
+                    if (incoming is { Resume: false })
+                    {
+                        vm.Note = "paused: waiting for an incoming migration";
+                        _ = WatchAsync(vm);
+                        return Status(name);
+                    }
                     await qemu.Qmp.ExecuteAsync("cont", null, null, ct);
                     progress?.Report($"QEMU (pid {qemu.Pid}, {state.Accelerator}) running as {user.Name}, sandboxed; {disks.Count} LUKS disk(s) added over QMP; guest resumed {clock.ElapsedMilliseconds} ms after the request");
                     _audit.Append("vm.started", name, new Dictionary<string, object?>
@@ -356,7 +368,10 @@ public sealed partial class VmManager : IAsyncDisposable
         }
         finally
         {
-            gate.Release();
+            if (!gateHeld)
+            {
+                gate.Release();
+            }
         }
     }
 

@@ -47,6 +47,29 @@ public sealed class ReleaseUnwrapper(TpmClient tpm)
             throw new ReleaseUnwrapException("release.unwrap.format", "wrappedKey is not base64");
         }
         var (scheme, label) = ReleaseWrap.DecryptParameters(release.ReleaseId);
+        var clear = Decrypt(bindingPrivate, bindingPublic, bindingPcrs, wrapped, scheme, label);
+        try
+        {
+            return clear.Length == VmMasterKey.Length
+                ? VmMasterKey.FromBytes(clear)
+                : throw new ReleaseUnwrapException("release.unwrap.length", $"the released key is {clear.Length} bytes, expected {VmMasterKey.Length}");
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(clear);
+        }
+    }
+
+    /// <summary>
+    /// TPM2_RSA_Decrypt of <paramref name="wrapped"/> (RSA-OAEP-SHA256 with <paramref name="label"/>,
+    /// its terminating zero included) by the binding key under its PolicyPCR: a live migration's
+    /// channel share (docs/migration.md) is opened this way. The caller wipes the result.
+    /// </summary>
+    public byte[] DecryptShare(byte[] bindingPrivate, TpmtPublic bindingPublic, TpmlPcrSelection bindingPcrs, byte[] wrapped, byte[] label) =>
+        Decrypt(bindingPrivate, bindingPublic, bindingPcrs, wrapped, new TpmtScheme(TpmAlgId.Oaep, TpmAlgId.Sha256), label);
+
+    private byte[] Decrypt(byte[] bindingPrivate, TpmtPublic bindingPublic, TpmlPcrSelection bindingPcrs, byte[] wrapped, TpmtScheme scheme, byte[] label)
+    {
         return Transients.Run(tpm, t =>
         {
             var srk = tpm.CreateSrk();
@@ -80,16 +103,7 @@ public sealed class ReleaseUnwrapper(TpmClient tpm)
             {
                 throw new ReleaseUnwrapException("release.unwrap.decrypt", $"the TPM refused to decrypt the released key (damaged answer or another release id): {e.Message}", e);
             }
-            try
-            {
-                return clear.Length == VmMasterKey.Length
-                    ? VmMasterKey.FromBytes(clear)
-                    : throw new ReleaseUnwrapException("release.unwrap.length", $"the released key is {clear.Length} bytes, expected {VmMasterKey.Length}");
-            }
-            finally
-            {
-                CryptographicOperations.ZeroMemory(clear);
-            }
+            return clear;
         });
     }
 }

@@ -94,6 +94,9 @@ public sealed class QmpAllowlist
                 "device_add" => DeviceAdd(arguments),
                 "blockdev-add" => BlockdevAdd(arguments),
                 "migrate" => Migrate(arguments),
+                "migrate-set-capabilities" => MigrateCapabilities(arguments),
+                "migrate-set-parameters" => MigrateParameters(arguments),
+                "migrate-continue" => String(arguments, "state") == "pre-switchover" && OnlyKeys(arguments!, ContinueKeys) ? QmpDecision.Allow : Malformed(),
                 _ => QmpDecision.Refuse("qmp.refused.command", "not on the allowlist"),
             };
         }
@@ -186,6 +189,42 @@ public sealed class QmpAllowlist
             ? QmpDecision.Allow
             : QmpDecision.Refuse("qmp.refused.migrate.target", "migration only to a target the agent set up");
     }
+
+    /// <summary>Capabilities that change how the stream is paced or when it pauses, never where it goes or what it carries.</summary>
+    public static FrozenSet<string> MigrationCapabilities { get; } = new[] { "pause-before-switchover", "auto-converge", "events" }.ToFrozenSet(StringComparer.Ordinal);
+
+    /// <summary>Parameters about pacing only (no TLS or target settings: the agent's channel encrypts, and QEMU's TLS must not be switched off or pointed elsewhere).</summary>
+    public static FrozenSet<string> MigrationParameters { get; } = new[] { "max-bandwidth", "downtime-limit", "cpu-throttle-initial", "cpu-throttle-increment" }.ToFrozenSet(StringComparer.Ordinal);
+
+    private static readonly FrozenSet<string> ContinueKeys = new[] { "state" }.ToFrozenSet(StringComparer.Ordinal);
+
+    private static QmpDecision MigrateCapabilities(JsonObject? a)
+    {
+        if (a is null || !OnlyKeys(a, CapabilitiesKeys) || a["capabilities"] is not JsonArray list)
+        {
+            return Malformed();
+        }
+        foreach (var item in list)
+        {
+            if (item is not JsonObject c || String(c, "capability") is not { } name || !OnlyKeys(c, CapabilityKeys))
+            {
+                return Malformed();
+            }
+            if (!MigrationCapabilities.Contains(name))
+            {
+                return QmpDecision.Refuse("qmp.refused.migrate.capability", $"migration capability '{name}' is not one the agent uses");
+            }
+        }
+        return QmpDecision.Allow;
+    }
+
+    private static readonly FrozenSet<string> CapabilitiesKeys = new[] { "capabilities" }.ToFrozenSet(StringComparer.Ordinal);
+    private static readonly FrozenSet<string> CapabilityKeys = new[] { "capability", "state" }.ToFrozenSet(StringComparer.Ordinal);
+
+    private static QmpDecision MigrateParameters(JsonObject? a) =>
+        a is not null && a.Count > 0 && a.All(p => MigrationParameters.Contains(p.Key) && p.Value is JsonValue v && v.GetValueKind() == JsonValueKind.Number)
+            ? QmpDecision.Allow
+            : QmpDecision.Refuse("qmp.refused.migrate.parameter", "only pacing parameters (" + string.Join(", ", MigrationParameters) + ") with numeric values");
 
     private static QmpDecision Malformed() => QmpDecision.Refuse("qmp.refused.arguments", "arguments outside what the rule allows");
 

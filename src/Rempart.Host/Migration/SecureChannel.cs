@@ -1,0 +1,265 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace Rempart.Host.Migration;
+
+/// <summary>The migration channel failed: bad frame, authentication failure, peer error, or the peer went away. <see cref="Id"/> is stable.</summary>
+public sealed class MigrationChannelException(string id, string message, Exception? inner = null) : Exception(message, inner)
+{
+    public string Id { get; } = id;
+}
+
+/// <summary>Kinds of sealed records.</summary>
+public enum FrameType : byte
+{
+    /// <summary>A JSON control message (<c>{"type": …}</c>).</summary>
+    Control = 1,
+
+    /// <summary>Bytes of QEMU's migration stream, in order.</summary>
+    Stream = 2,
+
+    /// <summary>A piece of a bundle file: u16 file index, u64 offset, then the bytes.</summary>
+    File = 3,
+}
+
+/// <summary>
+/// The agents' migration channel over one TCP connection (docs/migration.md "Channel"). Before the
+/// keys exist, handshake messages are length-prefixed JSON (no secret in them: tokens, the key
+/// protector, shares wrapped to TPM keys). After, every record is AES-256-GCM with a key per
+/// direction: nonce = 4 zero bytes ‖ the record's sequence number (u64, big-endian, from 0 per
+/// direction, never sent), AAD = the record's header (type, length). A record cannot be dropped,
+/// repeated, reordered, moved to the other direction or to another migration (other keys)
+/// without failing authentication; the end of a migration is an authenticated control message, so
+/// a cut connection is never taken for a finished one. One writer at a time (a lock), one reader.
+/// </summary>
+public sealed class SecureChannel : IAsyncDisposable
+{
+    public const int MaxHandshake = 1 << 20;
+    public const int MaxRecord = 1 << 20;
+    private const int TagSize = 16;
+    private const int HeaderSize = 5;
+
+    private readonly Stream _stream;
+    private readonly SemaphoreSlim _write = new(1, 1);
+    private AesGcm? _send;
+    private AesGcm? _receive;
+    private ulong _sendSeq;
+    private ulong _receiveSeq;
+    private byte[] _receiveBuffer = new byte[HeaderSize + 64 * 1024 + TagSize];
+    private byte[] _sendBuffer = new byte[HeaderSize + 64 * 1024 + TagSize];
+
+    public SecureChannel(Stream stream) => _stream = stream;
+
+    /// <summary>Bytes of plaintext sent and received in sealed records.</summary>
+    public long SentBytes { get; private set; }
+
+    public long ReceivedBytes { get; private set; }
+
+    public bool Keyed => _send is not null;
+
+    /// <summary>From now on every record is sealed. The keys are copied; the caller wipes its own.</summary>
+    public void Key(ReadOnlySpan<byte> sendKey, ReadOnlySpan<byte> receiveKey)
+    {
+        if (_send is not null)
+        {
+            throw new InvalidOperationException("the channel is keyed already");
+        }
+        _send = new AesGcm(sendKey, TagSize);
+        _receive = new AesGcm(receiveKey, TagSize);
+    }
+
+    /// <summary>A handshake message (clear; nothing secret may go in it).</summary>
+    public async Task SendHandshakeAsync(JsonObject message, CancellationToken ct)
+    {
+        if (_send is not null)
+        {
+            throw new InvalidOperationException("the handshake is over: messages are sealed now");
+        }
+        var bytes = Encoding.UTF8.GetBytes(message.ToJsonString());
+        var frame = new byte[4 + bytes.Length];
+        BinaryPrimitives.WriteInt32BigEndian(frame, bytes.Length);
+        bytes.CopyTo(frame, 4);
+        await WriteRawAsync(frame, ct);
+    }
+
+    public async Task<JsonObject> ReceiveHandshakeAsync(CancellationToken ct)
+    {
+        var len = new byte[4];
+        await ReadExactAsync(len, ct);
+        int n = BinaryPrimitives.ReadInt32BigEndian(len);
+        if (n is <= 0 or > MaxHandshake)
+        {
+            throw new MigrationChannelException("migration.channel.frame", $"a handshake message of {n} bytes (1 to {MaxHandshake} allowed)");
+        }
+        var body = new byte[n];
+        await ReadExactAsync(body, ct);
+        return ParseControl(body, "handshake message");
+    }
+
+    /// <summary>A sealed control message.</summary>
+    public Task SendControlAsync(JsonObject message, CancellationToken ct) =>
+        SendAsync(FrameType.Control, Encoding.UTF8.GetBytes(message.ToJsonString()), ct);
+
+    /// <summary>Seals and sends one record (payload up to <see cref="MaxRecord"/> bytes).</summary>
+    public async Task SendAsync(FrameType type, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        var aead = _send ?? throw new InvalidOperationException("the channel has no keys yet");
+        if (payload.Length > MaxRecord)
+        {
+            throw new ArgumentOutOfRangeException(nameof(payload), $"a record carries at most {MaxRecord} bytes");
+        }
+        await _write.WaitAsync(ct);
+        try
+        {
+            int total = HeaderSize + payload.Length + TagSize;
+            if (_sendBuffer.Length < total)
+            {
+                _sendBuffer = new byte[total];
+            }
+            var buf = _sendBuffer;
+            buf[0] = (byte)type;
+            BinaryPrimitives.WriteInt32BigEndian(buf.AsSpan(1), payload.Length + TagSize);
+            Span<byte> nonce = stackalloc byte[12];
+            BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], _sendSeq);
+            aead.Encrypt(nonce, payload.Span, buf.AsSpan(HeaderSize, payload.Length), buf.AsSpan(HeaderSize + payload.Length, TagSize), buf.AsSpan(0, HeaderSize));
+            _sendSeq = checked(_sendSeq + 1);
+            await _stream.WriteAsync(buf.AsMemory(0, total), ct);
+            SentBytes += payload.Length;
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    /// <summary>
+    /// Receives and opens one record; the payload is valid until the next call. Any failure to
+    /// authenticate ends the channel (<c>migration.channel.auth</c>).
+    /// </summary>
+    public async Task<(FrameType Type, ReadOnlyMemory<byte> Payload)> ReceiveAsync(CancellationToken ct)
+    {
+        var aead = _receive ?? throw new InvalidOperationException("the channel has no keys yet");
+        var header = new byte[HeaderSize];
+        await ReadExactAsync(header, ct);
+        int sealedLength = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(1));
+        if (sealedLength is < TagSize or > MaxRecord + TagSize)
+        {
+            throw new MigrationChannelException("migration.channel.frame", $"a record of {sealedLength} bytes ({TagSize} to {MaxRecord + TagSize} allowed)");
+        }
+        int total = HeaderSize + sealedLength;
+        if (_receiveBuffer.Length < total)
+        {
+            _receiveBuffer = new byte[total];
+        }
+        var buf = _receiveBuffer;
+        header.CopyTo(buf, 0);
+        await ReadExactAsync(buf.AsMemory(HeaderSize, sealedLength), ct);
+        int n = sealedLength - TagSize;
+        Span<byte> nonce = stackalloc byte[12];
+        BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], _receiveSeq);
+        try
+        {
+            aead.Decrypt(nonce, buf.AsSpan(HeaderSize, n), buf.AsSpan(HeaderSize + n, TagSize), buf.AsSpan(HeaderSize, n), buf.AsSpan(0, HeaderSize));
+        }
+        catch (AuthenticationTagMismatchException e)
+        {
+            CryptographicOperations.ZeroMemory(buf.AsSpan(HeaderSize, n));
+            throw new MigrationChannelException("migration.channel.auth", $"record {_receiveSeq} does not authenticate (altered, replayed, reordered or from another channel)", e);
+        }
+        _receiveSeq = checked(_receiveSeq + 1);
+        if (!Enum.IsDefined((FrameType)buf[0]))
+        {
+            throw new MigrationChannelException("migration.channel.frame", $"record {_receiveSeq - 1} has unknown type {buf[0]}");
+        }
+        ReceivedBytes += n;
+        return ((FrameType)buf[0], buf.AsMemory(HeaderSize, n));
+    }
+
+    /// <summary>Receives a sealed control message; the peer's <c>error</c> message becomes an exception with its id.</summary>
+    public async Task<JsonObject> ReceiveControlAsync(CancellationToken ct)
+    {
+        var (type, payload) = await ReceiveAsync(ct);
+        if (type != FrameType.Control)
+        {
+            throw new MigrationChannelException("migration.channel.unexpected", $"expected a control message, got a {type} record");
+        }
+        return ParseControl(payload.Span, "control message");
+    }
+
+    /// <summary>The message's <c>type</c>, checked against what the protocol expects here; a peer's <c>error</c> is thrown.</summary>
+    public static JsonObject Expect(JsonObject message, string type)
+    {
+        var got = message["type"]?.GetValue<string>();
+        if (got == "error")
+        {
+            var id = message["id"]?.GetValue<string>() ?? "migration.peer";
+            throw new MigrationChannelException(Printable(id, 80), "the other host refused: " + Printable(message["message"]?.GetValue<string>() ?? "(no reason)", 500));
+        }
+        if (got != type)
+        {
+            throw new MigrationChannelException("migration.channel.unexpected", $"expected '{type}', got '{Printable(got ?? "(none)", 40)}'");
+        }
+        return message;
+    }
+
+    /// <summary>Text from the other host, cut and without control characters, before it goes into a message or a log.</summary>
+    public static string Printable(string s, int max)
+    {
+        var clean = new string([.. s.Take(max).Select(c => char.IsControl(c) ? '?' : c)]);
+        return s.Length > max ? clean + "…" : clean;
+    }
+
+    private static JsonObject ParseControl(ReadOnlySpan<byte> body, string what)
+    {
+        try
+        {
+            return System.Text.Json.JsonSerializer.Deserialize<JsonObject>(body)
+                ?? throw new MigrationChannelException("migration.channel.message", $"an empty {what}");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new MigrationChannelException("migration.channel.message", $"a {what} is not a JSON object: {e.Message}", e);
+        }
+    }
+
+    private async Task WriteRawAsync(byte[] frame, CancellationToken ct)
+    {
+        await _write.WaitAsync(ct);
+        try
+        {
+            await _stream.WriteAsync(frame, ct);
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    private async Task ReadExactAsync(Memory<byte> buffer, CancellationToken ct)
+    {
+        try
+        {
+            await _stream.ReadExactlyAsync(buffer, ct);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new MigrationChannelException("migration.channel.closed", "the other host closed the connection", e);
+        }
+        catch (IOException e)
+        {
+            throw new MigrationChannelException("migration.channel.closed", "the connection to the other host broke: " + e.Message, e);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _send?.Dispose();
+        _receive?.Dispose();
+        CryptographicOperations.ZeroMemory(_receiveBuffer);
+        CryptographicOperations.ZeroMemory(_sendBuffer);
+        await _stream.DisposeAsync();
+        _write.Dispose();
+    }
+}
