@@ -14,6 +14,7 @@ packages=(
   openssl xxd                             # used by the demo and tests
   postgresql                              # the Guardian's shared store (tests run a private cluster)
   softhsm2 opensc                         # PKCS#11 token for the Guardian's HSM path; pkcs11-tool cross-checks it
+  iproute2 tshark python3                 # two hosts on one machine: network namespaces, packet captures (dumpcap), test peers
 )
 
 missing=()
@@ -27,6 +28,8 @@ if ((${#missing[@]})); then
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # wireshark-common asks whether non-root users may capture: no (tests capture as root).
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
   $sudo apt-get update -qq >/dev/null
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
