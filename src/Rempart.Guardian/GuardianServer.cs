@@ -58,6 +58,7 @@ public static class GuardianServer
         builder.Services.AddSingleton<AttestationService>();
         builder.Services.AddSingleton<AdminAuth>();
         builder.Services.AddSingleton<Release.ReleaseService>();
+        builder.Services.AddSingleton<Release.MigrationService>();
         builder.Services.ConfigureHttpJsonOptions(j => j.SerializerOptions.TypeInfoResolverChain.Insert(0, GuardianJson.Default));
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi("v1");

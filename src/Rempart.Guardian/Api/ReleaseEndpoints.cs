@@ -33,6 +33,8 @@ public static class ReleaseEndpoints
                 return Problems.Of(e.Id, e.Message, e.Status);
             }
         });
+        // Live migration: a release to each end of it, under the same checks (MigrationEndpoints).
+        MigrationEndpoints.Map(app);
 
         app.MapPost("/v1/keyprotectors/rewrap", async (JsonObject body, HttpContext http, AdminAuth auth, ReleaseService releases) =>
         {

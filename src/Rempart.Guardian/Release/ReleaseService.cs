@@ -1,6 +1,7 @@
 using System.Buffers.Text;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Rempart.Attestation.Protocol;
 using Rempart.Guardian.Keys;
@@ -35,53 +36,26 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
     public const string ReleasedKind = "key.released";
     public const string RefusedKind = "key.release-refused";
 
+    /// <summary>The prefix of a plain release's refusal ids; a migration checks its two hosts with its own (MigrationService).</summary>
+    private const string Prefix = "release.";
+
     public async Task<ReleaseResponse> ReleaseAsync(ReleaseRequest request, CancellationToken ct)
     {
         string subject = "vm:?";
         var context = new JsonObject();
         try
         {
-            var kp = ParseKp(request.KeyProtector);
+            var kp = ParseKp(request.KeyProtector, Prefix);
             subject = Subject(kp.VmId);
             context["kpId"] = kp.KpId;
-            var (claims, host) = await CheckTokenAndHostAsync(request.Token, context, ct);
-            var binding = BindingKey(claims);
-
-            VmMasterKey vmk;
-            try
+            var (claims, host) = await CheckTokenAndHostAsync(request.Token, context, Prefix, ct);
+            var binding = BindingKey(claims, Prefix);
+            using var vmk = Unwrap(kp, Prefix);
+            if (!kp.Policy.Allows(host.Group!))
             {
-                vmk = kp.UnwrapWithGuardian(keys, keys.EncryptionKeys);
+                throw new ReleaseException("release.group.not-allowed", NotAllowed(kp, host));
             }
-            catch (KeyProtectorException e)
-            {
-                throw new ReleaseException("release." + e.Id, e.Message, 400);
-            }
-            using (vmk)
-            {
-                if (!kp.Policy.Allows(host.Group!))
-                {
-                    throw new ReleaseException("release.group.not-allowed",
-                        $"host {host.Id} is in group '{host.Group}'; this key protector allows only {string.Join(", ", kp.Policy.HostGroups.Select(g => $"'{g}'"))}");
-                }
-                var releaseId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
-                var wrapped = ReleaseWrap.Seal(binding, vmk.Bytes, releaseId);
-                var shielding = ReleasePolicy.ToWire(kp.Policy.Shielding);
-                var record = await audit.WriteAsync(ReleasedKind, subject, new
-                {
-                    releaseId,
-                    vmId = kp.VmId,
-                    kpId = kp.KpId,
-                    host = host.Id,
-                    group = host.Group,
-                    jti = (string?)context["jti"],
-                    policy = claims["ear.appraisal-policy-id"]?.GetValue<string>(),
-                    policyVersion = claims["rempart.policy-version"]?.GetValue<int>(),
-                    shielding,
-                    bindingKey = claims["rempart.binding-key"]!.GetValue<string>(),
-                }, ct);
-                return new ReleaseResponse(releaseId, kp.VmId, kp.KpId, host.Id, shielding, Convert.ToHexStringLower(binding.Name()),
-                    ReleaseWrap.Scheme, Convert.ToBase64String(wrapped), record.Seq);
-            }
+            return await SealAsync(kp, vmk, binding, claims, host, null, ct);
         }
         catch (ReleaseException e)
         {
@@ -106,7 +80,7 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
     /// </summary>
     public async Task<(KeyProtector Kp, bool Changed)> RewrapAsync(string keyProtector, CancellationToken ct)
     {
-        var kp = ParseKp(keyProtector);
+        var kp = ParseKp(keyProtector, Prefix);
         var active = keys.ActiveKey;
         var ours = keys.EncryptionKeys.Select(k => k.Kid).ToHashSet(StringComparer.Ordinal);
         var stale = kp.Guardians.Where(w => ours.Contains(w.Kid) && w.Kid != active.Kid).Select(w => w.Kid).ToList();
@@ -128,10 +102,61 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
         return (updated, true);
     }
 
+    /// <summary>Opens a key protector with this Guardian's keys (its MAC checked); a failure is <c>{prefix}kp.*</c> (400). The caller disposes the key.</summary>
+    internal VmMasterKey Unwrap(KeyProtector kp, string prefix)
+    {
+        try
+        {
+            return kp.UnwrapWithGuardian(keys, keys.EncryptionKeys);
+        }
+        catch (KeyProtectorException e)
+        {
+            throw new ReleaseException(prefix + e.Id, e.Message, 400);
+        }
+    }
+
+    /// <summary>Why a host's group is refused by a key protector's policy.</summary>
+    internal static string NotAllowed(KeyProtector kp, HostRecord host) =>
+        $"host {host.Id} is in group '{host.Group}'; this key protector allows only {string.Join(", ", kp.Policy.HostGroups.Select(g => $"'{g}'"))}";
+
+    /// <summary>
+    /// The release itself, once every check has passed: the VM key re-wrapped to the binding key
+    /// under a fresh release id, and its <c>key.released</c> audit record (with the migration's id
+    /// when it is one end of a live migration).
+    /// </summary>
+    internal async Task<ReleaseResponse> SealAsync(KeyProtector kp, VmMasterKey vmk, TpmtPublic binding, JsonObject claims, HostRecord host,
+        string? migrationId, CancellationToken ct)
+    {
+        var releaseId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        var wrapped = ReleaseWrap.Seal(binding, vmk.Bytes, releaseId);
+        var shielding = ReleasePolicy.ToWire(kp.Policy.Shielding);
+        var data = JsonSerializer.SerializeToNode(new
+        {
+            releaseId,
+            vmId = kp.VmId,
+            kpId = kp.KpId,
+            host = host.Id,
+            group = host.Group,
+            jti = claims["jti"]?.GetValue<string>() ?? "",
+            policy = claims["ear.appraisal-policy-id"]?.GetValue<string>(),
+            policyVersion = claims["rempart.policy-version"]?.GetValue<int>(),
+            shielding,
+            bindingKey = claims["rempart.binding-key"]!.GetValue<string>(),
+        })!.AsObject();
+        if (migrationId is not null)
+        {
+            data["migrationId"] = migrationId;
+        }
+        var record = await audit.WriteAsync(ReleasedKind, Subject(kp.VmId), data, ct);
+        return new ReleaseResponse(releaseId, kp.VmId, kp.KpId, host.Id, shielding, Convert.ToHexStringLower(binding.Name()),
+            ReleaseWrap.Scheme, Convert.ToBase64String(wrapped), record.Seq);
+    }
+
     /// <summary>The audit subject of a VM's releases.</summary>
     public static string Subject(string vmId) => "vm:" + vmId;
 
-    private static KeyProtector ParseKp(string text)
+    /// <summary>Reads a key protector; a malformed one is <c>{prefix}kp.format</c>.</summary>
+    internal static KeyProtector ParseKp(string text, string prefix)
     {
         try
         {
@@ -139,21 +164,27 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
         }
         catch (KeyProtectorException e)
         {
-            throw new ReleaseException("release.kp.format", "the key protector cannot be read: " + e.Message, 400);
+            throw new ReleaseException(prefix + "kp.format", "the key protector cannot be read: " + e.Message, 400);
         }
     }
 
-    private async Task<(JsonObject Claims, HostRecord Host)> CheckTokenAndHostAsync(string token, JsonObject context, CancellationToken ct)
+    /// <summary>
+    /// A health token this Guardian issued: its signature (by this Guardian's key), its lifetime at
+    /// <paramref name="now"/>, and a jti recorded for the token's host. Revocation and the host's
+    /// state are the caller's to check. The jti and host go into <paramref name="context"/>.
+    /// </summary>
+    internal async Task<(JsonObject Claims, IssuedTokenRecord Issued)> CheckIssuedAsync(string token, DateTimeOffset now, JsonObject context, string prefix,
+        CancellationToken ct)
     {
-        var claims = tokens.Validate(token ?? "", time.GetUtcNow(), out var reason);
+        var claims = tokens.Validate(token ?? "", now, out var reason);
         if (claims is null)
         {
             throw reason switch
             {
-                "token.expired" => new ReleaseException("release.token.expired", "the health token has expired: attest again", 401),
-                "token.key" => new ReleaseException("release.token.foreign", "the health token was not issued by this Guardian", 401),
-                "token.signature" => new ReleaseException("release.token.signature", "the health token's signature does not verify", 401),
-                _ => new ReleaseException("release.token.format", "the health token cannot be read", 401),
+                "token.expired" => new ReleaseException(prefix + "token.expired", "the health token has expired: attest again", 401),
+                "token.key" => new ReleaseException(prefix + "token.foreign", "the health token was not issued by this Guardian", 401),
+                "token.signature" => new ReleaseException(prefix + "token.signature", "the health token's signature does not verify", 401),
+                _ => new ReleaseException(prefix + "token.format", "the health token cannot be read", 401),
             };
         }
         var jti = claims["jti"]?.GetValue<string>() ?? "";
@@ -163,36 +194,49 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
         var issued = await store.GetTokenAsync(jti, ct);
         if (issued is null || issued.HostId != hostId)
         {
-            throw new ReleaseException("release.token.unknown", "this Guardian has no record of that health token", 401);
+            throw new ReleaseException(prefix + "token.unknown", "this Guardian has no record of that health token", 401);
         }
+        return (claims, issued);
+    }
+
+    /// <summary>
+    /// A health token and its host, as every release checks them: this Guardian's signature, the
+    /// lifetime, a recorded and unrevoked jti, an affirming (or warning) status, a host that is
+    /// healthy now and still in the token's group. Refusal ids are <c>{prefix}token.*</c> and
+    /// <c>{prefix}host.*</c>; the jti, host and group found go into <paramref name="context"/> for the audit record.
+    /// </summary>
+    internal async Task<(JsonObject Claims, HostRecord Host)> CheckTokenAndHostAsync(string token, JsonObject context, string prefix, CancellationToken ct)
+    {
+        var (claims, issued) = await CheckIssuedAsync(token, time.GetUtcNow(), context, prefix, ct);
+        var hostId = issued.HostId;
         if (issued.RevokedAt is not null)
         {
-            throw new ReleaseException("release.token.revoked", $"the health token was revoked at {issued.RevokedAt:u} (the host failed, went stale or was removed)", 401);
+            throw new ReleaseException(prefix + "token.revoked", $"the health token was revoked at {issued.RevokedAt:u} (the host failed, went stale or was removed)", 401);
         }
         if (claims["ear.status"]?.GetValue<string>() is not ("affirming" or "warning"))
         {
-            throw new ReleaseException("release.token.status", "the health token does not affirm the host");
+            throw new ReleaseException(prefix + "token.status", "the health token does not affirm the host");
         }
         var host = await store.GetHostAsync(hostId, ct);
         if (host is null || host.State == HostStates.Removed)
         {
-            throw new ReleaseException("release.host.unknown", $"no host {hostId}", 404);
+            throw new ReleaseException(prefix + "host.unknown", $"no host {hostId}", 404);
         }
         if (host.State != HostStates.Healthy)
         {
-            throw new ReleaseException("release.host.not-healthy", $"host {hostId} is {host.State} now: keys go only to healthy hosts");
+            throw new ReleaseException(prefix + "host.not-healthy", $"host {hostId} is {host.State} now: keys go only to healthy hosts");
         }
         var tokenGroup = claims["rempart.group"]?.GetValue<string>();
         if (host.Group is null || tokenGroup != host.Group)
         {
-            throw new ReleaseException("release.host.group-changed", $"host {hostId} is in group '{host.Group}' now, the token says '{tokenGroup}': attest again");
+            throw new ReleaseException(prefix + "host.group-changed", $"host {hostId} is in group '{host.Group}' now, the token says '{tokenGroup}': attest again");
         }
         context["group"] = host.Group;
         return (claims, host);
     }
 
     /// <summary>The binding key the token certifies (its public area is in the token, its Name too).</summary>
-    private static TpmtPublic BindingKey(JsonObject claims)
+    internal static TpmtPublic BindingKey(JsonObject claims, string prefix)
     {
         TpmtPublic key;
         try
@@ -201,16 +245,16 @@ public sealed class ReleaseService(IGuardianStore store, HealthTokens tokens, IG
         }
         catch (Exception e) when (e is FormatException or TpmFormatException)
         {
-            throw new ReleaseException("release.binding-key.format", "the health token carries no usable binding key: attest again");
+            throw new ReleaseException(prefix + "binding-key.format", "the health token carries no usable binding key: attest again");
         }
         var name = claims["rempart.binding-key"]?.GetValue<string>() ?? "";
         if (!string.Equals(Convert.ToHexStringLower(key.Name()), name, StringComparison.Ordinal))
         {
-            throw new ReleaseException("release.binding-key.name", "the token's binding key does not match its Name");
+            throw new ReleaseException(prefix + "binding-key.name", "the token's binding key does not match its Name");
         }
         if (ReleaseWrap.Unsupported(key) is { } why)
         {
-            throw new ReleaseException("release.binding-key.unsupported", why, 400);
+            throw new ReleaseException(prefix + "binding-key.unsupported", why, 400);
         }
         return key;
     }
