@@ -305,7 +305,7 @@ if [ "$mode" = "REMPART-MODE stay" ]; then
     sleep 1
     n=$((n + 1))
     echo "REMPART-GUEST: tick $n"
-    printf 'REMPART-TICK %d\n\000' $n | dd of=/dev/vdb bs=4096 seek=128 conv=notrunc,fsync 2>/dev/null
+    printf 'REMPART-TICK %d %s\n\000' $n "$(cat /tmp/marker-in-ram)" | dd of=/dev/vdb bs=4096 seek=128 conv=notrunc,fsync 2>/dev/null
   done
 fi
 poweroff -f

@@ -207,8 +207,13 @@ internal static class VmTestDisks
         return Encoding.ASCII.GetString(end < 0 ? bytes : bytes[..end]);
     }
 
+    /// <summary>N of the guest's <c>REMPART-TICK N MARKER</c> line (0 before the first tick).</summary>
     public static int Tick(string region) =>
-        region.StartsWith("REMPART-TICK ", StringComparison.Ordinal) ? int.Parse(region[13..].Trim(), System.Globalization.CultureInfo.InvariantCulture) : 0;
+        region.StartsWith("REMPART-TICK ", StringComparison.Ordinal) ? int.Parse(region[13..].Split(' ', '\n')[0], System.Globalization.CultureInfo.InvariantCulture) : 0;
+
+    /// <summary>MARKER of the guest's tick line: what the guest read back from its RAM (tmpfs) at that tick.</summary>
+    public static string? TickMarker(string region) =>
+        region.StartsWith("REMPART-TICK ", StringComparison.Ordinal) && region.Split(' ', '\n') is { Length: >= 3 } parts ? parts[2] : null;
 
     public static bool Alive(int pid)
     {

@@ -61,6 +61,7 @@ public sealed partial class VmManager
         string phase = "connect";
         bool migrating = false, paused = false, wasRunning = false, committed = false;
         RunningVm? vm = null;
+        SecureChannel? channel = null;
         string uri = "";
         try
         {
@@ -84,7 +85,7 @@ public sealed partial class VmManager
                     throw new VmOperationException("vm.migrate.connect", $"cannot reach a migration listener at {target}: {e.Message}");
                 }
             }
-            await using var channel = new SecureChannel(tcp.GetStream());
+            channel = new SecureChannel(tcp.GetStream());
             phase = "handshake";
             await channel.SendHandshakeAsync(new JsonObject
             {
@@ -103,7 +104,6 @@ public sealed partial class VmManager
             }
             catch (Guardian.GuardianException e)
             {
-                await TellAsync(channel, e.Id, "the Guardian refused the migration: " + e.Message);
                 throw new VmOperationException(e.Id, $"the Guardian refused the migration: {e.Message}", e);
             }
             migrationId = auth.MigrationId;
@@ -281,6 +281,10 @@ public sealed partial class VmManager
                 OperationCanceledException => "vm.migrate.timeout",
                 _ => "vm.migrate.failed",
             };
+            if (channel is not null && e is not MigrationChannelException)
+            {
+                await TellAsync(channel, id, $"the source failed during {phase}: {e.Message}");
+            }
             string outcome = "failed";
             if (committed)
             {
@@ -319,6 +323,10 @@ public sealed partial class VmManager
         }
         finally
         {
+            if (channel is not null)
+            {
+                await channel.DisposeAsync();
+            }
             gate.Release();
         }
     }
@@ -453,6 +461,10 @@ public sealed partial class VmManager
                 var dir = BundleDir(name);
                 SecureFiles.CreateDirectory(dir);
                 created = true;
+                foreach (var sub in new[] { VmBundle.DisksDir, VmBundle.VtpmDir, VmBundle.SnapshotsDir })
+                {
+                    SecureFiles.CreateDirectory(Path.Combine(dir, sub)); // empty folders are not in the file list
+                }
                 File.WriteAllBytes(Path.Combine(dir, IncomingMarker), []);
                 var handles = OpenIncomingFiles(dir, files);
                 try
@@ -487,6 +499,10 @@ public sealed partial class VmManager
                 try
                 {
                     streamBytes = await PumpInAsync(channel, incoming.Stream!, diskFiles, ct);
+                }
+                catch (IOException e) when (_running.TryGetValue(name, out var loading))
+                {
+                    throw new VmOperationException("vm.migrate.load", $"this host's QEMU stopped taking the stream ({e.Message}): {Tail(loading.Qemu.Output)}", e);
                 }
                 finally
                 {
@@ -537,7 +553,9 @@ public sealed partial class VmManager
                 OperationCanceledException => "vm.migrate.timeout",
                 _ => "vm.migrate.failed",
             };
-            await TellAsync(channel, id, e is VmOperationException or MigrationChannelException ? e.Message : $"{phase}: {e.GetType().Name}");
+            // These exceptions' messages name states, files and ids, never key material.
+            await TellAsync(channel, id, e is VmOperationException or MigrationChannelException or VmBundleException or HostAgentException
+                or Keys.ReleaseUnwrapException or KeyProtectorException ? $"{phase}: {e.Message}" : $"{phase}: {e.GetType().Name}");
             if (started && _running.ContainsKey(name))
             {
                 try
@@ -552,7 +570,10 @@ public sealed partial class VmManager
             {
                 TryDelete(BundleDir(name)); // never committed: the VM lives on at the source
             }
-            _audit.Append("vm.migrate-in.failed", name, new Dictionary<string, object?> { ["migrationId"] = migrationId, ["from"] = from, ["phase"] = phase, ["reason"] = id });
+            _audit.Append("vm.migrate-in.failed", name, new Dictionary<string, object?>
+            {
+                ["migrationId"] = migrationId, ["from"] = from, ["phase"] = phase, ["reason"] = id, ["detail"] = $"{e.GetType().Name}: {Tail(e.Message)}",
+            });
             throw;
         }
         finally
@@ -828,11 +849,12 @@ public sealed partial class VmManager
                     SecureFiles.CreateDirectory(d);
                 }
             }
-            var fs = new FileStream(full, new FileStreamOptions
+            var options = new FileStreamOptions { Mode = existing ? FileMode.Open : FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite };
+            if (!existing)
             {
-                Mode = existing ? FileMode.Open : FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite,
-                UnixCreateMode = SecureFiles.FileMode,
-            });
+                options.UnixCreateMode = SecureFiles.FileMode;
+            }
+            var fs = new FileStream(full, options);
             if (!existing)
             {
                 fs.SetLength(size);
@@ -928,6 +950,8 @@ public sealed partial class VmManager
             throw new MigrationChannelException("migration.channel.timeout", $"the other host said nothing for {(limit ?? StepTimeout).TotalSeconds:0} s");
         }
     }
+
+    private static string Tail(string s) => s.Length <= 400 ? s : "…" + s[^400..];
 
     private static string Text(JsonObject o, string key, int max)
     {

@@ -37,7 +37,8 @@ public enum FrameType : byte
 public sealed class SecureChannel : IAsyncDisposable
 {
     public const int MaxHandshake = 1 << 20;
-    public const int MaxRecord = 1 << 20;
+    /// <summary>The largest payload of a record: 1 MiB of data plus room for a record's own header (a file piece's index and offset).</summary>
+    public const int MaxRecord = (1 << 20) + 1024;
     private const int TagSize = 16;
     private const int HeaderSize = 5;
 
