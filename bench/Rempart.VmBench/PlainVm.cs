@@ -24,10 +24,14 @@ public sealed class PlainVm
         Tool.Run("swtpm_setup", ["--tpm2", "--tpmstate", _tpmState, "--pcr-banks", "sha256", "--create-ek-cert", "--overwrite"]).Ok();
     }
 
+    /// <summary>QEMU's QMP socket (plain, no allowlist: this is the baseline).</summary>
+    public string QmpSocket => Path.Combine(_dir, "qmp.sock");
+
     public sealed record Run(long Start, long VarsCopied, long SwtpmReady, long QemuForked, long QmpBound, GuestConsole Console, Process Qemu, Process Swtpm);
 
     /// <summary>Starts swtpm and QEMU with <paramref name="disks"/> (path, format) as virtio disks in that order (vda, vdb, …).</summary>
-    public async Task<Run> StartAsync(IReadOnlyList<(string Path, string Format)> disks, int memoryMiB, int cpus)
+    /// <param name="extra">More QEMU arguments (bench/Rempart.MigrationBench: <c>-incoming …</c>).</param>
+    public async Task<Run> StartAsync(IReadOnlyList<(string Path, string Format)> disks, int memoryMiB, int cpus, IReadOnlyList<string>? extra = null)
     {
         var vars = Path.Combine(_dir, "vars.fd");
         var ctrl = Path.Combine(_dir, "swtpm.sock");
@@ -62,6 +66,7 @@ public sealed class PlainVm
         {
             args.AddRange(["-drive", $"file={path},if=virtio,format={format}"]);
         }
+        args.AddRange(extra ?? []);
         var qemu = Launch("qemu-system-x86_64", args, stdout: true);
         long forked = Clock.ProcessStart(qemu.Id);
         var console = GuestConsole.Watch(qemu.StandardOutput.BaseStream);

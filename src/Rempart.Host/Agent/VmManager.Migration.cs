@@ -194,7 +194,7 @@ public sealed partial class VmManager
             RequirePeer(conn, vm.Qemu.Pid);
             progress?.Report("QEMU's migration stream flows through the channel (RAM while the guest runs)");
             using var pumpStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            var pump = PumpOutAsync(conn, channel, pumpStop.Token);
+            var pump = MigrationRelay.PumpOutAsync(conn, channel, pumpStop.Token);
             long downtimeStart = 0;
             bool switched = false;
             string status;
@@ -469,7 +469,7 @@ public sealed partial class VmManager
                 var handles = OpenIncomingFiles(dir, files);
                 try
                 {
-                    await ReceiveFilesAsync(channel, handles, "files-done", ct);
+                    await MigrationRelay.ReceiveFilesAsync(channel, handles, "files-done", ct);
                 }
                 finally
                 {
@@ -498,7 +498,7 @@ public sealed partial class VmManager
                 long streamBytes;
                 try
                 {
-                    streamBytes = await PumpInAsync(channel, incoming.Stream!, diskFiles, ct);
+                    streamBytes = await MigrationRelay.PumpInAsync(channel, incoming.Stream!, diskFiles, ct);
                 }
                 catch (IOException e) when (_running.TryGetValue(name, out var loading))
                 {
@@ -643,125 +643,6 @@ public sealed partial class VmManager
         }
     }
 
-    /// <summary>QEMU's outgoing stream into Stream records, until QEMU closes it; answers the byte count.</summary>
-    private static async Task<long> PumpOutAsync(Socket conn, SecureChannel channel, CancellationToken ct)
-    {
-        var buffer = new byte[256 * 1024];
-        long total = 0;
-        try
-        {
-            while (true)
-            {
-                int n = await conn.ReceiveAsync(buffer, SocketFlags.None, ct);
-                if (n == 0)
-                {
-                    return total;
-                }
-                await channel.SendAsync(FrameType.Stream, buffer.AsMemory(0, n), ct);
-                total += n;
-            }
-        }
-        finally
-        {
-            CryptographicOperations.ZeroMemory(buffer); // guest RAM passed through here
-        }
-    }
-
-    /// <summary>Stream records into QEMU, disk records into the files, until <c>stream-end</c>; answers the byte count.</summary>
-    private static async Task<long> PumpInAsync(SecureChannel channel, NetworkStream qemu, IReadOnlyList<IncomingFile> files, CancellationToken ct)
-    {
-        long total = 0;
-        while (true)
-        {
-            var (type, payload) = await Step(channel.ReceiveAsync, ct, TimeSpan.FromMinutes(5));
-            switch (type)
-            {
-                case FrameType.Stream:
-                    await qemu.WriteAsync(payload, ct);
-                    total += payload.Length;
-                    break;
-                case FrameType.File:
-                    WriteFilePiece(files, payload.Span);
-                    break;
-                case FrameType.Control:
-                    var message = System.Text.Json.JsonSerializer.Deserialize<JsonObject>(payload.Span) ?? new JsonObject();
-                    if (message["type"]?.GetValue<string>() == "disks-final")
-                    {
-                        foreach (var f in files)
-                        {
-                            f.Handle.Flush(flushToDisk: true);
-                        }
-                        break;
-                    }
-                    SecureChannel.Expect(message, "stream-end");
-                    var said = message["bytes"]?.GetValue<long>();
-                    if (said != total)
-                    {
-                        throw new MigrationChannelException("migration.stream.length", $"the source sent {said} stream bytes by its count, {total} arrived");
-                    }
-                    await qemu.FlushAsync(ct);
-                    return total;
-            }
-        }
-    }
-
-    private sealed record IncomingFile(string Path, long Size, FileStream Handle) : IDisposable
-    {
-        public void Dispose() => Handle.Dispose();
-    }
-
-    private static async Task ReceiveFilesAsync(SecureChannel channel, IReadOnlyList<IncomingFile> files, string end, CancellationToken ct)
-    {
-        while (true)
-        {
-            var (type, payload) = await Step(channel.ReceiveAsync, ct);
-            if (type == FrameType.File)
-            {
-                WriteFilePiece(files, payload.Span);
-                continue;
-            }
-            if (type != FrameType.Control)
-            {
-                throw new MigrationChannelException("migration.channel.unexpected", $"a {type} record while the bundle's files arrive");
-            }
-            SecureChannel.Expect(System.Text.Json.JsonSerializer.Deserialize<JsonObject>(payload.Span) ?? new JsonObject(), end);
-            foreach (var f in files)
-            {
-                f.Handle.Flush(flushToDisk: true);
-            }
-            return;
-        }
-    }
-
-    /// <summary>One File record: u16 index, u64 offset, bytes — inside the file's declared size (a resize comes as a record with no bytes at the new size).</summary>
-    private static void WriteFilePiece(IReadOnlyList<IncomingFile> files, ReadOnlySpan<byte> record)
-    {
-        if (record.Length < 10)
-        {
-            throw new MigrationChannelException("migration.file.record", "a file record shorter than its header");
-        }
-        int index = BinaryPrimitives.ReadUInt16BigEndian(record);
-        long offset = (long)BinaryPrimitives.ReadUInt64BigEndian(record[2..]);
-        var data = record[10..];
-        if (index >= files.Count || offset < 0 || offset > MaxFileSize || offset + data.Length > MaxFileSize)
-        {
-            throw new MigrationChannelException("migration.file.record", $"a file record for file {index} at {offset} is outside the bundle announced");
-        }
-        var f = files[index];
-        if (data.Length == 0)
-        {
-            f.Handle.SetLength(offset); // the file's size now (qcow2 grows as the guest writes)
-            return;
-        }
-        if (offset + data.Length > Math.Max(f.Size, f.Handle.Length))
-        {
-            throw new MigrationChannelException("migration.file.record", $"a record writes past the end of {f.Path}");
-        }
-        RandomAccess.Write(f.Handle.SafeFileHandle, data, offset);
-    }
-
-    private const long MaxFileSize = 1L << 42;
-
     /// <summary>
     /// Sends a file as File records of up to 1 MiB, skipping all-zero pieces (the receiver's file
     /// starts sparse at the right size) — or, with <paramref name="previous"/>, only the pieces whose
@@ -822,7 +703,7 @@ public sealed partial class VmManager
             var parts = path.Split('/');
             bool known = parts.Length == 1 ? path is VmBundle.ConfigFile or VmBundle.KeyProtectorFile or VmBundle.NvramFile
                 : parts[0] is VmBundle.DisksDir or VmBundle.VtpmDir or VmBundle.SnapshotsDir;
-            if (!known || size < 0 || size > MaxFileSize || parts.Any(p => p.Length == 0 || p.StartsWith('.') || p.Length > 255 || p.Any(c => char.IsControl(c) || c == '\\')))
+            if (!known || size < 0 || size > MigrationRelay.MaxFileSize || parts.Any(p => p.Length == 0 || p.StartsWith('.') || p.Length > 255 || p.Any(c => char.IsControl(c) || c == '\\')))
             {
                 throw new MigrationChannelException("migration.bundle.path", $"the bundle announces '{SecureChannel.Printable(path, 120)}' ({size} bytes): not a bundle file");
             }
@@ -835,9 +716,9 @@ public sealed partial class VmManager
         return files;
     }
 
-    private static List<IncomingFile> OpenIncomingFiles(string dir, List<(string Path, long Size)> files, bool existing = false)
+    private static List<MigrationRelay.IncomingFile> OpenIncomingFiles(string dir, List<(string Path, long Size)> files, bool existing = false)
     {
-        var handles = new List<IncomingFile>();
+        var handles = new List<MigrationRelay.IncomingFile>();
         foreach (var (path, size) in files)
         {
             var full = Path.Combine(dir, path);
@@ -859,7 +740,7 @@ public sealed partial class VmManager
             {
                 fs.SetLength(size);
             }
-            handles.Add(new IncomingFile(path, size, fs));
+            handles.Add(new MigrationRelay.IncomingFile(path, size, fs));
         }
         return handles;
     }
@@ -938,18 +819,8 @@ public sealed partial class VmManager
     }
 
     /// <summary>One protocol step with its own time limit (a silent peer never holds a migration forever).</summary>
-    private static async Task<T> Step<T>(Func<CancellationToken, Task<T>> receive, CancellationToken ct, TimeSpan? limit = null)
-    {
-        using var cts = Deadline(ct, limit ?? StepTimeout);
-        try
-        {
-            return await receive(cts.Token);
-        }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-        {
-            throw new MigrationChannelException("migration.channel.timeout", $"the other host said nothing for {(limit ?? StepTimeout).TotalSeconds:0} s");
-        }
-    }
+    private static Task<T> Step<T>(Func<CancellationToken, Task<T>> receive, CancellationToken ct, TimeSpan? limit = null) =>
+        MigrationRelay.WithLimit(receive, ct, limit ?? StepTimeout);
 
     private static string Tail(string s) => s.Length <= 400 ? s : "…" + s[^400..];
 

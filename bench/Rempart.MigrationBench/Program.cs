@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Rempart.Host.Migration;
+using Rempart.Host.Qemu;
+using Rempart.Tpm.Tests.Infrastructure;
+using Rempart.VmBench;
+
+// bench/migration.sh runs this (bench/README.md, "Live migration"): issue 7 §3. One guest, booted
+// once, migrated back and forth between two QEMUs on this machine, alternating plain QEMU migration
+// over TCP (the baseline) and the agent's encrypted relay (MigrationRelay + SecureChannel: QEMU →
+// unix socket → AES-256-GCM records over TCP → unix socket → QEMU), in the same run, the order
+// alternating per round. Same guest, firmware, swtpm, disks (shared files: the transport is
+// measured, not the bundle copy) and migration parameters on both paths.
+var o = Options.Parse(args);
+if (o is null)
+{
+    Console.Error.WriteLine("usage: rempart-migrationbench --guests DIR [--rounds 3] [--memory 1024]");
+    return 2;
+}
+foreach (var tool in new[] { "qemu-system-x86_64", "swtpm", "swtpm_setup", "setsid" })
+{
+    Tool.Which(tool);
+}
+var dir = Directory.CreateTempSubdirectory("hmb-").FullName;
+Console.WriteLine($"# rempart-migrationbench {DateTime.UtcNow:yyyy-MM-ddTHH:mm:ssZ}, {Environment.ProcessorCount} CPUs, load {File.ReadAllText("/proc/loadavg").Trim()}, guest {o.MemoryMiB} MiB");
+var runs = new List<PlainVm.Run>();
+try
+{
+    var guest = Path.Combine(dir, "guest.img");
+    File.Copy(Path.Combine(o.Guests, "guest.img"), guest);
+    var marker = Path.Combine(dir, "marker.img");
+    File.Copy(Path.Combine(o.Guests, "marker.img"), marker);
+    var markerText = File.ReadAllText(Path.Combine(o.Guests, "marker.txt")).Trim();
+    await using (var f = new FileStream(marker, FileMode.Open, FileAccess.Write))
+    {
+        await f.WriteAsync(Encoding.ASCII.GetBytes($"REMPART-MARKER {markerText}\nREMPART-MODE stay\n"));
+    }
+    // Both QEMUs open the same files (shared storage); locking off, as two QEMUs of one VM on one host.
+    (string, string)[] disks = [(guest + ",file.locking=off", "raw"), (marker + ",file.locking=off", "raw")];
+    var vms = new[] { new PlainVm(Path.Combine(dir, "a")), new PlainVm(Path.Combine(dir, "b")) };
+    int current = 0;
+    var run = await vms[0].StartAsync(disks, o.MemoryMiB, 1);
+    runs.Add(run);
+    int Tick()
+    {
+        using var fs = new FileStream(marker, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var buf = new byte[64];
+        fs.Position = 512 * 1024;
+        int n = fs.Read(buf);
+        var s = Encoding.ASCII.GetString(buf, 0, n);
+        return s.StartsWith("REMPART-TICK ", StringComparison.Ordinal) && int.TryParse(s[13..].Split(' ', '\n')[0], CultureInfo.InvariantCulture, out var t) ? t : 0;
+    }
+    await WaitAsync(() => Tick() >= 2, TimeSpan.FromMinutes(5), "the guest counts (stay mode)");
+    Console.WriteLine($"# guest up, tick {Tick()}");
+    var results = new List<Result>();
+    for (int round = 0; round < o.Rounds; round++)
+    {
+        foreach (var encrypted in round % 2 == 0 ? new[] { false, true } : [true, false])
+        {
+            int next = 1 - current;
+            var r = await MigrateAsync(vms[current], run, vms[next], disks, o.MemoryMiB, encrypted, dir);
+            runs.Add(r.Destination);
+            int tick = Tick();
+            await WaitAsync(() => Tick() > tick, TimeSpan.FromSeconds(30), "the guest counts after the migration");
+            await PlainVm.StopAsync(run, TimeSpan.FromSeconds(20));
+            run = r.Destination;
+            current = next;
+            results.Add(r.Result);
+            Console.WriteLine($"round {round} {(encrypted ? "encrypted" : "plain    ")}: {r.Result.Bytes / 1e6,8:0.0} MB in {r.Result.TotalMs,6} ms (QEMU total), {r.Result.MBps,7:0.0} MB/s, downtime {r.Result.DowntimeMs,4} ms, to guest running {r.Result.WallMs,6} ms");
+        }
+    }
+    static double Median(IEnumerable<double> v)
+    {
+        var a = v.Order().ToArray();
+        return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+    }
+    var plain = results.Where(r => !r.Encrypted).ToList();
+    var enc = results.Where(r => r.Encrypted).ToList();
+    Console.WriteLine();
+    Console.WriteLine($"| median of {o.Rounds} | plain QEMU (TCP) | encrypted relay | encrypted / plain |");
+    Console.WriteLine("| --- | --- | --- | --- |");
+    void Row(string what, Func<Result, double> f, string unit) =>
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {what} | {Median(plain.Select(f)):0.0} {unit} | {Median(enc.Select(f)):0.0} {unit} | {Median(enc.Select(f)) / Median(plain.Select(f)):0.00} |"));
+    Row("throughput (bytes / QEMU total time)", r => r.MBps, "MB/s");
+    Row("QEMU total time", r => r.TotalMs, "ms");
+    Row("downtime (QEMU)", r => r.DowntimeMs, "ms");
+    Row("migrate command to guest running at the destination", r => r.WallMs, "ms");
+    Row("bytes of migration stream", r => r.Bytes / 1e6, "MB");
+    return 0;
+}
+finally
+{
+    foreach (var r in runs)
+    {
+        try
+        {
+            if (!r.Qemu.HasExited)
+            {
+                r.Qemu.Kill();
+            }
+            if (!r.Swtpm.HasExited)
+            {
+                r.Swtpm.Kill();
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+    Directory.Delete(dir, recursive: true);
+}
+
+static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm.Run sourceRun, PlainVm target,
+    IReadOnlyList<(string, string)> disks, int memoryMiB, bool encrypted, string dir)
+{
+    int port = FreePort();
+    var inSock = Path.Combine(dir, "in.sock");
+    var outSock = Path.Combine(dir, "out.sock");
+    File.Delete(inSock);
+    File.Delete(outSock);
+    var dest = await target.StartAsync(disks, memoryMiB, 1, ["-incoming", encrypted ? "unix:" + inSock : $"tcp:127.0.0.1:{port}"]);
+    await using var src = await QmpClient.ConnectAsync(source.QmpSocket, TimeSpan.FromSeconds(30));
+    await using var dst = await QmpClient.ConnectAsync(target.QmpSocket, TimeSpan.FromSeconds(30));
+    // The agent's parameters, on both paths.
+    await src.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 8L << 30, ["downtime-limit"] = 300 });
+    var clock = Stopwatch.StartNew();
+    Task relay = Task.CompletedTask;
+    if (!encrypted)
+    {
+        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" });
+    }
+    else
+    {
+        // The agent's relay: a unix socket for QEMU, sealed records over TCP, a unix socket into the destination's QEMU.
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(outSock));
+        listener.Listen(1);
+        await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = "unix:" + outSock });
+        var fromQemu = await listener.AcceptAsync();
+        var tcp = new TcpListener(IPAddress.Loopback, 0);
+        tcp.Start();
+        var client = new TcpClient { NoDelay = true };
+        await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)tcp.LocalEndpoint).Port);
+        var server = await tcp.AcceptTcpClientAsync();
+        server.NoDelay = true;
+        tcp.Stop();
+        var s2d = RandomNumberGenerator.GetBytes(32);
+        var d2s = RandomNumberGenerator.GetBytes(32);
+        var sending = new SecureChannel(client.GetStream());
+        sending.Key(s2d, d2s);
+        var receiving = new SecureChannel(server.GetStream());
+        receiving.Key(d2s, s2d);
+        var intoQemu = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await intoQemu.ConnectAsync(new UnixDomainSocketEndPoint(inSock));
+        var intoStream = new NetworkStream(intoQemu, ownsSocket: true);
+        relay = Task.WhenAll(
+            Task.Run(async () =>
+            {
+                var n = await MigrationRelay.PumpOutAsync(fromQemu, sending, CancellationToken.None);
+                await sending.SendControlAsync(new JsonObject { ["type"] = "stream-end", ["bytes"] = n }, CancellationToken.None);
+                fromQemu.Dispose();
+            }),
+            Task.Run(async () =>
+            {
+                await MigrationRelay.PumpInAsync(receiving, intoStream, [], CancellationToken.None);
+                intoQemu.Shutdown(SocketShutdown.Send);
+            }));
+        _ = relay.ContinueWith(async _ =>
+        {
+            await sending.DisposeAsync();
+            await receiving.DisposeAsync();
+            await intoStream.DisposeAsync();
+        }, TaskScheduler.Default);
+    }
+    JsonNode info;
+    while (true)
+    {
+        info = (await src.ExecuteAsync("query-migrate"))!;
+        var status = info["status"]?.GetValue<string>();
+        if (status is "completed")
+        {
+            break;
+        }
+        if (status is "failed" or "cancelled")
+        {
+            throw new InvalidOperationException("migration " + info.ToJsonString());
+        }
+        await Task.Delay(20);
+    }
+    await relay;
+    await WaitAsync(() => dst.ExecuteAsync("query-status").GetAwaiter().GetResult()?["status"]?.GetValue<string>() == "running", TimeSpan.FromSeconds(60), "the destination runs the guest");
+    long wall = clock.ElapsedMilliseconds;
+    await src.ExecuteAsync("quit");
+    long total = info["total-time"]!.GetValue<long>();
+    long bytes = info["ram"]!["transferred"]!.GetValue<long>();
+    return (new Result(encrypted, bytes, total, info["downtime"]?.GetValue<long>() ?? -1, wall, bytes / 1e6 / (total / 1000.0)), dest);
+}
+
+static async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
+{
+    var sw = Stopwatch.StartNew();
+    while (!condition())
+    {
+        if (sw.Elapsed > timeout)
+        {
+            throw new TimeoutException($"timed out waiting until {what}");
+        }
+        await Task.Delay(100);
+    }
+}
+
+static int FreePort()
+{
+    var l = new TcpListener(IPAddress.Loopback, 0);
+    l.Start();
+    int p = ((IPEndPoint)l.LocalEndpoint).Port;
+    l.Stop();
+    return p;
+}
+
+internal sealed record Result(bool Encrypted, long Bytes, long TotalMs, long DowntimeMs, long WallMs, double MBps);
+
+internal sealed record Options(string Guests, int Rounds, int MemoryMiB)
+{
+    public static Options? Parse(string[] args)
+    {
+        string? guests = null;
+        int rounds = 3, memory = 1024;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--guests": guests = Next(); break;
+                case "--rounds": rounds = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--memory": memory = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                default: return null;
+            }
+        }
+        return guests is null ? null : new Options(guests, rounds, memory);
+    }
+}
