@@ -302,14 +302,15 @@ internal sealed class AgentHost
             }
             try
             {
-                var status = await StatusAsync();
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                var status = JsonNode.Parse(await Agent.GetStringAsync("v1/status", cts.Token))!;
                 if (status["state"]?.GetValue<string>() == state)
                 {
                     return;
                 }
                 last = status.ToJsonString();
             }
-            catch (HttpRequestException e)
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
             {
                 last = e.Message;
             }
