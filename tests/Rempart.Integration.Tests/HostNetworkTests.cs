@@ -86,6 +86,13 @@ public sealed class HostNetworkTests(ITestOutputHelper output)
             output.WriteLine($"{from} -> {to.MigrationAddress}: {said}");
             Assert.True(said == "connected", $"{from} -> {to.MigrationAddress}: {said}\n{to.Output()}");
         }
+
+        // Failure injection: an agent killed, then restarted on its folders, keeps its identity.
+        h.A.KillAgent();
+        Assert.True(h.A.AgentExited);
+        await h.A.RestartAgentAsync();
+        await h.A.WaitStateAsync("affirming", "attests again after the restart");
+        Assert.Equal(h.A.HostId, (await h.A.StatusAsync())["hostId"]?.GetValue<string>());
     }
 
     [Theory]

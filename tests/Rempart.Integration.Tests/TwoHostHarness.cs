@@ -148,7 +148,9 @@ internal sealed class TwoHostHarness : IAsyncDisposable
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal sealed class AgentHost
 {
+    private static readonly string AgentScript = Path.Combine(OpsSupport.RepoRoot, "scripts", "rempart-host");
     private readonly StringBuilder _output = new();
+    private string[] _agentArgs = [];
     private Process _agent = null!;
     private Process _tpm = null!;
 
@@ -209,12 +211,13 @@ internal sealed class AgentHost
             var eventLog = Fixtures.Bytes("go-tpm-tools__arch-linux-workstation.bin");
             File.WriteAllBytes(log, eventLog);
             host.StartTpm(eventLog);
-            host._agent = host.Spawn(Path.Combine(OpsSupport.RepoRoot, "scripts", "rempart-host"),
+            host._agentArgs =
             [
                 "serve", "--guardian", harness.Guardian.Url.ToString(), "--guardian-fingerprint", harness.Guardian.Fingerprint!,
                 "--tpm", host.TpmAddress, "--data", host.DataDir, "--eventlog", log, "--socket", host.Socket, "--hostname", name,
                 "--period", "2", "--run-dir", host.RunDir, "--shm-dir", host.ShmDir, "--migration-listen", host.MigrationAddress,
-            ], "agent");
+            ];
+            host._agent = host.Spawn(AgentScript, host._agentArgs, "agent");
             return host;
         }
         catch
@@ -334,6 +337,22 @@ internal sealed class AgentHost
             _agent.Kill();
             _agent.WaitForExit(10_000);
         }
+    }
+
+    /// <summary>
+    /// The agent process goes away (SIGTERM, unless it is already gone, e.g. after
+    /// <see cref="KillAgent"/>) and a new one starts in the namespace on the same folders and
+    /// options; its output follows the old one's in <see cref="Output"/>.
+    /// </summary>
+    public async Task RestartAgentAsync()
+    {
+        await StopAgentAsync();
+        _agent.Dispose();
+        lock (_output)
+        {
+            _output.AppendLine("--- agent restarted ---");
+        }
+        _agent = Spawn(AgentScript, _agentArgs, "agent");
     }
 
     /// <summary>SIGTERM (an orderly shutdown), SIGKILL after 15 s.</summary>
