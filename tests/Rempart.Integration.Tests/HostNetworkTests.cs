@@ -114,6 +114,21 @@ public sealed class HostNetworkTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Tshark_follow_output_is_read_per_stream_and_direction()
+    {
+        const string text = "\n===================================================================\nFollow: tcp,raw\nFilter: tcp.stream eq 1\nNode 0: :0\nNode 1: :0\n"
+            + "===================================================================\n\n===================================================================\nFollow: tcp,raw\n"
+            + "Filter: tcp.stream eq 0\nNode 0: 127.0.0.1:48138\nNode 1: 127.0.0.1:7999\n68656c\n\t776f726c64\n6c6f\n===================================================================\n";
+        var streams = CaptureResult.ParseFollow(text).OrderBy(s => s.Index).ToList();
+        Assert.Equal([0, 1], streams.Select(s => s.Index));
+        Assert.Equal("hello"u8.ToArray(), streams[0].ClientToServer);
+        Assert.Equal("world"u8.ToArray(), streams[0].ServerToClient);
+        Assert.Equal("127.0.0.1:7999", streams[0].Server);
+        Assert.Empty(streams[1].ClientToServer);
+        Assert.Throws<InvalidOperationException>(() => CaptureResult.ParseFollow(text[..^68]).ToList());
+    }
+
+    [Fact]
     public void A_failing_ip_command_names_the_command_and_ip_s_error()
     {
         var e = Assert.Throws<InvalidOperationException>(() => HostNetwork.Ip("link", "del", "rp-no-such-if"));

@@ -248,7 +248,7 @@ public sealed class CaptureResult(string path, CaptureStatistics statistics)
             {
                 args.AddRange(["-z", $"follow,tcp,raw,{id}"]);
             }
-            streams.AddRange(ParseFollow(Tool.Run("tshark", args, timeoutMs: 600_000).Ok().Stdout));
+            streams.AddRange(Follow(args));
         }
         if (streams.Count != ids.Count)
         {
@@ -261,15 +261,43 @@ public sealed class CaptureResult(string path, CaptureStatistics statistics)
     /// tshark's <c>-z follow,tcp,raw,N</c> blocks: a header (Filter: tcp.stream eq N, Node 0: client,
     /// Node 1: server), then one hex line per chunk in order, the server's indented by a tab.
     /// </summary>
-    public static IEnumerable<TcpStream> ParseFollow(string text)
+    public static IEnumerable<TcpStream> ParseFollow(string text) => ParseFollow(new StringReader(text));
+
+    /// <summary>
+    /// Runs tshark and parses its follow output as it comes: a migration's capture holds hundreds of
+    /// megabytes, which as one hex string would take four times that in memory.
+    /// </summary>
+    private static List<TcpStream> Follow(List<string> args)
+    {
+        var psi = new ProcessStartInfo(Tool.Which("tshark")) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start tshark");
+        var stderr = p.StandardError.ReadToEndAsync();
+        var streams = ParseFollow(p.StandardOutput).ToList();
+        if (!p.WaitForExit(600_000))
+        {
+            p.Kill();
+            throw new TimeoutException($"tshark {string.Join(' ', args)} did not finish in 10 minutes");
+        }
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"tshark {string.Join(' ', args)} exited with {p.ExitCode}: {stderr.Result}");
+        }
+        return streams;
+    }
+
+    public static IEnumerable<TcpStream> ParseFollow(TextReader reader)
     {
         TcpStream? current = null;
         MemoryStream c2s = new(), s2c = new();
         string client = "", server = "";
         int index = -1;
-        foreach (var raw in text.Split('\n'))
+        while (reader.ReadLine() is { } line)
         {
-            var line = raw.TrimEnd('\r');
             if (line.StartsWith("=====", StringComparison.Ordinal))
             {
                 if (index >= 0)
