@@ -55,6 +55,7 @@ public sealed class HostAgent : IDisposable, IMigrationHost
     private bool _reboot;
     private int _attestations;
     private Binding? _binding;
+    private bool _tpmSwept;
 
     private sealed record Binding(byte[] Private, TpmtPublic Public, TpmlPcrSelection Pcrs);
 
@@ -253,12 +254,40 @@ public sealed class HostAgent : IDisposable, IMigrationHost
             return await Task.Run(() =>
             {
                 using var tpm = TpmClient.Open(_options.TpmAddress);
+                if (!_tpmSwept)
+                {
+                    SweepLeftovers(tpm);
+                    _tpmSwept = true;
+                }
                 return work(tpm);
             }, ct);
         }
         finally
         {
             _tpmGate.Release();
+        }
+    }
+
+    /// <summary>
+    /// An agent killed in the middle of a TPM command sequence leaves its transient objects and
+    /// sessions loaded in a TPM without a resource manager (swtpm's socket; /dev/tpmrm0 flushes them
+    /// itself): a few of those and every TPM2_CreatePrimary fails with TPM_RC_OBJECT_MEMORY. The first
+    /// TPM use of each agent process flushes whatever transient objects and loaded sessions it finds:
+    /// nothing else uses this TPM (the agent is its only client), and persistent objects are not touched.
+    /// </summary>
+    private static void SweepLeftovers(TpmClient tpm)
+    {
+        foreach (var h in tpm.GetHandles(0x80000000).Where(h => h < 0x81000000)
+            .Concat(tpm.GetHandles(0x02000000).Where(h => h >> 24 is 0x02 or 0x03)))
+        {
+            try
+            {
+                tpm.FlushContext(h);
+            }
+            catch (TpmException)
+            {
+                // gone meanwhile, or not flushable: the command that needs the room will say so
+            }
         }
     }
 
