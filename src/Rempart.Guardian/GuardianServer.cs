@@ -47,6 +47,8 @@ public static class GuardianServer
         builder.Logging.AddJsonConsole();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Services.AddSingleton(store);
+        // A body that does not bind (bad JSON, wrong types) throws, so that the exception handler answers request.invalid like every other unreadable request.
+        builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         builder.Services.AddSingleton(opts);
         builder.Services.AddSingleton(time);
         builder.Services.AddSingleton(keys);
@@ -95,8 +97,18 @@ public static class GuardianServer
         });
         app.UseExceptionHandler(e => e.Run(async http =>
         {
-            // Bad JSON and the like: one problem document, never a stack trace.
-            await Problems.Of("request.invalid", "the request could not be read").ExecuteAsync(http);
+            var error = http.Features.Get<Microsoft.AspNetCore.Diagnostics.IExceptionHandlerFeature>()?.Error;
+            if (error is null or Microsoft.AspNetCore.Http.BadHttpRequestException or System.Text.Json.JsonException)
+            {
+                // Bad JSON and the like: the client's fault, one problem document, never a stack trace.
+                await Problems.Of("request.invalid", "the request could not be read").ExecuteAsync(http);
+                return;
+            }
+            // Anything else is the Guardian's fault: 500, and the operator gets the type and message in the log
+            // (the client gets neither: a message could name internals). No key material is put in exception messages.
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Rempart.Guardian")
+                .LogError("{Method} {Path}: {Type}: {Message}", http.Request.Method, http.Request.Path, error.GetType().Name, error.Message);
+            await Problems.Of("internal", "the Guardian failed to handle this request; the operator's log has the cause", StatusCodes.Status500InternalServerError).ExecuteAsync(http);
         }));
         app.UseStatusCodePages();
         app.UseRateLimiter();
