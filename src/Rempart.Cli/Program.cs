@@ -61,6 +61,8 @@ public static class Program
                                                             sealed memory/device state, disks, vTPM, UEFI variables
           vm restore NAME S                                         release on a healthy host; verified before QEMU starts
           vm migrate NAME --to ADDR:PORT                            live, to another attested host, over an encrypted channel
+          vm export NAME --out FILE | vm import FILE                a stopped VM's bundle (all ciphertext) to another host
+          vm delete NAME                                            a stopped VM removed, snapshots included
 
         Tenant (offline, docs/key-protector.md):
           owner create --out DIR                                    owner key (owner.key encrypted, owner.pub)
@@ -118,7 +120,7 @@ public static class Program
                 ("host", "serve") => AgentCommands.Serve(rest),
                 ("host", "status") => AgentCommands.Status(rest).GetAwaiter().GetResult(),
                 ("host", "audit") => VmCommands.Audit(rest).GetAwaiter().GetResult(),
-                ("vm", "snapshot" or "restore") => VmSnapshotCommands.Run(verb, rest).GetAwaiter().GetResult(),
+                ("vm", "snapshot" or "restore" or "export" or "import" or "delete") => VmSnapshotCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("vm", "migrate") => VmMigrateCommands.Run(rest).GetAwaiter().GetResult(),
                 ("vm", _) => VmCommands.Run(verb, rest).GetAwaiter().GetResult(),
                 ("guardian", "metadata") => GuardianCommands.Metadata(rest).GetAwaiter().GetResult(),

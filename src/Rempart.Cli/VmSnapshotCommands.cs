@@ -20,6 +20,9 @@ internal static class VmSnapshotCommands
                rempart vm snapshot list NAME
                rempart vm snapshot delete NAME S
                rempart vm restore NAME S
+               rempart vm export NAME --out FILE
+               rempart vm import FILE
+               rempart vm delete NAME
 
           snapshot NAME   fresh release → guest paused → QEMU's migration stream (RAM, devices, vTPM, UEFI
                           variables) sealed as it arrives into snapshots/S/state.sealed; disks (LUKS) and
@@ -30,6 +33,10 @@ internal static class VmSnapshotCommands
           restore NAME S  the VM stopped: fresh release on a healthy host → the sealed state verified whole
                           (a tampered or truncated snapshot is refused before anything starts) → disks, vTPM
                           and variables put back → QEMU fed the verified stream → the guest resumes where it was
+          export NAME --out FILE  the VM stopped: its bundle, snapshots included, as one tar (0600; every file in
+                          it is encrypted already); FILE must not exist
+          import FILE     a bundle exported elsewhere appears under its own name (entries checked first);
+                          starting or restoring it here needs this host's own release
 
         """;
 
@@ -81,6 +88,27 @@ internal static class VmSnapshotCommands
                         a.EnsureAllUsed();
                         return await VmCommands.StreamAsync(http, $"v1/vms/{args[0]}/snapshots/{args[1]}/restore", new JsonObject(), "status", format,
                             s => $"{s["name"]}: {s["state"]} from snapshot {args[1]} (QEMU pid {s["pid"]}, key release {s["releaseId"]})");
+                    }
+                case ("export", _):
+                    {
+                        var name = Exactly(p, 1, "vm export NAME --out FILE")[0];
+                        var output = a.Get("out") ?? throw new UsageException("usage: rempart vm export NAME --out FILE");
+                        a.EnsureAllUsed();
+                        return await VmCommands.ShowAsync(await http.PostAsJsonAsync($"v1/vms/{name}/export", new { path = Path.GetFullPath(output) }), format,
+                            s => $"{s["name"]} exported to {s["path"]}: {s["files"]} files, {s["bytes"]} bytes (snapshots: {string.Join(", ", s["snapshots"]!.AsArray())}), sha256 {s["sha256"]}");
+                    }
+                case ("delete", _):
+                    {
+                        var name = Exactly(p, 1, "vm delete NAME")[0];
+                        a.EnsureAllUsed();
+                        return await VmCommands.ShowAsync(await http.DeleteAsync($"v1/vms/{name}"), format, s => $"{s["deleted"]} deleted");
+                    }
+                case ("import", _):
+                    {
+                        var file = Exactly(p, 1, "vm import FILE")[0];
+                        a.EnsureAllUsed();
+                        return await VmCommands.ShowAsync(await http.PostAsJsonAsync("v1/vms/import", new { path = Path.GetFullPath(file) }), format,
+                            s => $"{s["name"]} imported from {s["path"]}: {s["files"]} files (snapshots: {string.Join(", ", s["snapshots"]!.AsArray())}); vm start or vm restore needs this host's release");
                     }
                 default:
                     throw new UsageException($"unknown command 'vm {verb}' (see rempart vm snapshot --help)");

@@ -47,6 +47,40 @@ internal static class VmSnapshotEndpoints
             }
             return VmEndpoints.StreamAsync(http, "migration", (p, ct) => m.MigrateAsync(name, to ?? "", p, ct));
         });
+        app.MapPost("/v1/vms/{name}/export", async (string name, JsonObject? body, VmManager m, CancellationToken ct) =>
+        {
+            try
+            {
+                return Results.Json(await m.ExportAsync(name, Text(body, "path"), ct), Json);
+            }
+            catch (VmOperationException e)
+            {
+                return VmEndpoints.Problem(e);
+            }
+        });
+        app.MapDelete("/v1/vms/{name}", async (string name, VmManager m, CancellationToken ct) =>
+        {
+            try
+            {
+                await m.DeleteAsync(name, ct);
+                return Results.Json(new { deleted = name }, Json);
+            }
+            catch (VmOperationException e)
+            {
+                return VmEndpoints.Problem(e);
+            }
+        });
+        app.MapPost("/v1/vms/import", async (JsonObject? body, VmManager m, CancellationToken ct) =>
+        {
+            try
+            {
+                return Results.Json(await m.ImportAsync(Text(body, "path"), ct), Json);
+            }
+            catch (VmOperationException e)
+            {
+                return VmEndpoints.Problem(e);
+            }
+        });
         app.MapDelete("/v1/vms/{name}/snapshots/{id}", async (string name, string id, VmManager m, CancellationToken ct) =>
         {
             try
@@ -60,4 +94,7 @@ internal static class VmSnapshotEndpoints
             }
         });
     }
+
+    private static string Text(JsonObject? body, string key) =>
+        body?[key] is JsonValue v && v.TryGetValue<string>(out var s) && s.Length > 0 ? s : throw new VmOperationException("vm.request", $"'{key}' is missing");
 }

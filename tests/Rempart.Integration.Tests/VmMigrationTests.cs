@@ -18,8 +18,9 @@ namespace Rempart.Integration.Tests;
 /// both to its encrypted marker disk every second). A → B with dumpcap on the veth: the guest
 /// counts on at B from where it was and still holds the marker; the whole capture never shows the
 /// marker. B → A with A's agent killed mid-migration: the guest runs on at B, and A's restarted
-/// agent removes the half-received copy. B → A again once A's PCRs changed: the Guardian refuses
-/// and the guest runs on at B. Fails when a tool is missing.
+/// agent removes the half-received copy. A snapshot taken at B, the bundle exported, imported at A
+/// and restored there: the guest counts on from the snapshot (issue 7 §1, restore on another host).
+/// A → B once B's PCRs changed: refused, the guest runs on at A. Fails when a tool is missing.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class VmMigrationTests(ITestOutputHelper output)
@@ -140,24 +141,53 @@ public sealed class VmMigrationTests(ITestOutputHelper output)
         await OpsSupport.EventuallyAsync(() => Task.FromResult(!Directory.Exists(Path.Combine(a.DataDir, "vms", "mig"))), "A removes the uncommitted copy", 60_000);
         Assert.Contains("vm.migrate-in.abandoned", AuditLine(a, "vm.migrate-in.abandoned"));
 
-        // --- B → A once A's boot state changed: refused, nothing moves -------------------------------
-        using (var tpm = new TpmClient(SwtpmTransport.ConnectUnix(a.TpmSocket)))
+        // --- A snapshot taken at B, exported, imported at A, restored there ----------------------------
+        Released(b, "vm", "snapshot", "mig", "--name", "s1").Ok();
+        var atSnapshot = Tick(ReadRegion(Path.Combine(b.DataDir, "vms", "mig", "snapshots", "s1", "disks", "marker.qcow2"), vmk, "marker",
+            Path.Combine(b.Dir, "peek.raw"), 512 * 1024, 128));
+        b.Cli("vm", "kill", "mig").Ok();
+        var archive = Path.Combine(Directory.CreateDirectory(Path.Combine(b.Dir, "export")).FullName, "mig.tar");
+        var exported = JsonNode.Parse(b.Cli("vm", "export", "mig", "--out", archive, "--format", "json").Ok().Stdout)!;
+        Assert.Equal(["s1"], exported["snapshots"]!.AsArray().Select(n => n!.GetValue<string>()));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(archive));
+        AssertNowhere(Path.GetDirectoryName(archive)!, Encoding.ASCII.GetBytes(markerText), "the marker text (export)");
+        b.Cli("vm", "delete", "mig").Ok();
+        Assert.False(Directory.Exists(Path.Combine(b.DataDir, "vms", "mig")));
+        var imported = JsonNode.Parse(a.Cli("vm", "import", archive, "--format", "json").Ok().Stdout)!;
+        Assert.Equal("mig", imported["name"]!.GetValue<string>());
+        Assert.Equal(exported["sha256"]!.GetValue<string>(), imported["sha256"]!.GetValue<string>());
+        var restored = Released(a, "vm", "restore", "mig", "s1");
+        Assert.True(restored.ExitCode == 0, restored.Stdout + restored.Stderr);
+        var sinceRestore = System.Diagnostics.Stopwatch.StartNew();
+        string restoredRegion = "";
+        await OpsSupport.EventuallyAsync(() =>
+        {
+            restoredRegion = Region(a);
+            return Task.FromResult(Tick(restoredRegion) > atSnapshot);
+        }, "the restored guest counts at A", 60_000);
+        output.WriteLine($"tick {atSnapshot} in the snapshot taken at B, {Tick(restoredRegion)} at A {sinceRestore.ElapsedMilliseconds} ms after the restore");
+        Assert.True(sinceRestore.ElapsedMilliseconds < 15_000, "the guest took as long as a boot to count again at A");
+        Assert.True(Tick(restoredRegion) <= atSnapshot + 15, $"the guest counts from {Tick(restoredRegion)}, the snapshot had {atSnapshot}");
+        Assert.Equal(markerText, TickMarker(restoredRegion));
+
+        // --- A → B once B's boot state changed: refused, nothing moves -------------------------------
+        using (var tpm = new TpmClient(SwtpmTransport.ConnectUnix(b.TpmSocket)))
         {
             tpm.PcrExtend(0, new TpmlDigestValues([new TpmtHa(TpmAlgId.Sha1, new byte[20]), new TpmtHa(TpmAlgId.Sha256, new byte[32])]));
         }
-        await a.WaitStateAsync("contraindicated", "fails attestation after the PCR change", 60_000);
-        var refused = b.Cli("vm", "migrate", "mig", "--to", a.MigrationAddress);
+        await b.WaitStateAsync("contraindicated", "fails attestation after the PCR change", 60_000);
+        var refused = a.Cli("vm", "migrate", "mig", "--to", b.MigrationAddress);
         output.WriteLine(refused.Stderr);
         Assert.Equal(1, refused.ExitCode);
         Assert.Matches("migration\\.destination\\.|agent\\.no-token", refused.Stderr);
         Assert.Contains("keeps running here", refused.Stderr);
-        Assert.Equal("running", State(b));
-        Assert.False(Directory.Exists(Path.Combine(a.DataDir, "vms", "mig")));
-        var atRefusal = Tick(Region(b));
-        await OpsSupport.EventuallyAsync(() => Task.FromResult(Tick(Region(b)) > atRefusal + 1), "the guest counts on at B after the refusal", 60_000);
-        Assert.Equal(markerText, TickMarker(Region(b)));
+        Assert.Equal("running", State(a));
+        Assert.False(Directory.Exists(Path.Combine(b.DataDir, "vms", "mig")));
+        var atRefusal = Tick(Region(a));
+        await OpsSupport.EventuallyAsync(() => Task.FromResult(Tick(Region(a)) > atRefusal + 1), "the guest counts on at A after the refusal", 60_000);
+        Assert.Equal(markerText, TickMarker(Region(a)));
 
-        b.Cli("vm", "kill", "mig").Ok();
+        a.Cli("vm", "kill", "mig").Ok();
     }
 
     /// <summary>The last line of a host agent's audit log with this event.</summary>

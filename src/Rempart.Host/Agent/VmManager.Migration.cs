@@ -700,10 +700,7 @@ public sealed partial class VmManager
         {
             var path = item?["path"]?.GetValue<string>() ?? "";
             var size = item?["size"]?.GetValue<long>() ?? -1;
-            var parts = path.Split('/');
-            bool known = parts.Length == 1 ? path is VmBundle.ConfigFile or VmBundle.KeyProtectorFile or VmBundle.NvramFile
-                : parts[0] is VmBundle.DisksDir or VmBundle.VtpmDir or VmBundle.SnapshotsDir;
-            if (!known || size < 0 || size > MigrationRelay.MaxFileSize || parts.Any(p => p.Length == 0 || p.StartsWith('.') || p.Length > 255 || p.Any(c => char.IsControl(c) || c == '\\')))
+            if (!IsBundleFile(path, size))
             {
                 throw new MigrationChannelException("migration.bundle.path", $"the bundle announces '{SecureChannel.Printable(path, 120)}' ({size} bytes): not a bundle file");
             }
@@ -714,6 +711,16 @@ public sealed partial class VmManager
             throw new MigrationChannelException("migration.bundle.path", "the bundle announces a file twice");
         }
         return files;
+    }
+
+    /// <summary>A relative path a bundle may hold: one of its files at the top, or under disks/, vtpm/, snapshots/; no '..', hidden or empty parts, no control characters.</summary>
+    internal static bool IsBundleFile(string path, long size)
+    {
+        var parts = path.Split('/');
+        bool known = parts.Length == 1 ? path is VmBundle.ConfigFile or VmBundle.KeyProtectorFile or VmBundle.NvramFile
+            : parts[0] is VmBundle.DisksDir or VmBundle.VtpmDir or VmBundle.SnapshotsDir;
+        return known && size >= 0 && size <= MigrationRelay.MaxFileSize && path.Length <= 1024
+            && !parts.Any(p => p.Length == 0 || p.StartsWith('.') || p.Length > 255 || p.Any(c => char.IsControl(c) || c == '\\'));
     }
 
     private static List<MigrationRelay.IncomingFile> OpenIncomingFiles(string dir, List<(string Path, long Size)> files, bool existing = false)
