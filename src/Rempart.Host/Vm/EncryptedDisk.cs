@@ -172,13 +172,28 @@ public static partial class EncryptedDisk
         return i;
     }
 
+    /// <summary>
+    /// QEMU's LUKS calibration (crypto/pbkdf.c) gives up with "Unable to get accurate CPU usage" when
+    /// its first PBKDF2 round reads 0 ms of thread CPU time — tick-sampled accounting on a loaded host
+    /// can miss a short burst. Nothing was written that matters (the half-made file is removed): try again.
+    /// </summary>
+    private const string CalibrationFlake = "Unable to get accurate CPU usage";
+
     private static void RunWithKey(VmMasterKey vmk, string diskId, string what, string[] args, IProgress<double>? progress, CancellationToken cancel)
     {
         var pass = Passphrase(vmk, diskId);
         ToolProcess.Result r;
         try
         {
-            r = ToolProcess.Run("qemu-img", args, pass, onOutput: progress is null ? null : line => Report(line, progress), cancel: cancel);
+            for (int attempt = 1; ; attempt++)
+            {
+                r = ToolProcess.Run("qemu-img", args, pass, onOutput: progress is null ? null : line => Report(line, progress), cancel: cancel);
+                if (r.ExitCode == 0 || attempt == 3 || !r.Stderr.Contains(CalibrationFlake, StringComparison.Ordinal))
+                {
+                    break;
+                }
+                File.Delete(args[^1].All(char.IsAsciiDigit) ? args[^2] : args[^1]); // the target: last argument, or the one before the size
+            }
         }
         finally
         {
