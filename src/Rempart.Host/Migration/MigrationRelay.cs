@@ -16,61 +16,102 @@ public static class MigrationRelay
     /// <summary>QEMU's outgoing stream into Stream records, until QEMU closes it; answers the byte count.</summary>
     public static async Task<long> PumpOutAsync(Socket conn, SecureChannel channel, CancellationToken ct)
     {
-        var buffer = new byte[256 * 1024];
+        // Two buffers: QEMU fills the next one while the current one is sealed and sent.
+        byte[][] buffers = [new byte[ReadSize], new byte[ReadSize]];
         long total = 0;
+        int current = 0;
         try
         {
+            var pending = conn.ReceiveAsync(buffers[current], SocketFlags.None, ct);
             while (true)
             {
-                int n = await conn.ReceiveAsync(buffer, SocketFlags.None, ct);
+                int n = await pending;
                 if (n == 0)
                 {
                     return total;
                 }
-                await channel.SendAsync(FrameType.Stream, buffer.AsMemory(0, n), ct);
+                var filled = buffers[current];
+                current ^= 1;
+                pending = conn.ReceiveAsync(buffers[current], SocketFlags.None, ct);
+                await channel.SendAsync(FrameType.Stream, filled.AsMemory(0, n), ct);
                 total += n;
             }
         }
         finally
         {
-            CryptographicOperations.ZeroMemory(buffer); // guest RAM passed through here
+            foreach (var b in buffers)
+            {
+                CryptographicOperations.ZeroMemory(b); // guest RAM passed through here
+            }
         }
     }
 
-    /// <summary>Stream records into QEMU, disk records into the files, until <c>stream-end</c>; answers the byte count.</summary>
+    private const int ReadSize = 512 * 1024;
+
     public static async Task<long> PumpInAsync(SecureChannel channel, Stream qemu, IReadOnlyList<IncomingFile> files, CancellationToken ct)
     {
+        // QEMU takes one record's bytes while the next record is received and opened (a copy, since the channel reuses its buffer).
+        byte[][] buffers = [new byte[SecureChannel.MaxRecord], new byte[SecureChannel.MaxRecord]];
+        int next = 0;
+        Task writing = Task.CompletedTask;
         long total = 0;
-        while (true)
+        try
         {
-            var (type, payload) = await WithLimit(channel.ReceiveAsync, ct, TimeSpan.FromMinutes(5));
-            switch (type)
+            return await Loop();
+        }
+        finally
+        {
+            try
             {
-                case FrameType.Stream:
-                    await qemu.WriteAsync(payload, ct);
-                    total += payload.Length;
-                    break;
-                case FrameType.File:
-                    WriteFilePiece(files, payload.Span);
-                    break;
-                case FrameType.Control:
-                    var message = System.Text.Json.JsonSerializer.Deserialize<JsonObject>(payload.Span) ?? new JsonObject();
-                    if (message["type"]?.GetValue<string>() == "disks-final")
-                    {
-                        foreach (var f in files)
-                        {
-                            f.Handle.Flush(flushToDisk: true);
-                        }
+                await writing;
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
+            {
+                // the caller sees the failure that ended the loop
+            }
+            foreach (var b in buffers)
+            {
+                CryptographicOperations.ZeroMemory(b);
+            }
+        }
+
+        async Task<long> Loop()
+        {
+            while (true)
+            {
+                var (type, payload) = await WithLimit(channel.ReceiveAsync, ct, TimeSpan.FromMinutes(5));
+                switch (type)
+                {
+                    case FrameType.Stream:
+                        await writing;
+                        payload.CopyTo(buffers[next]);
+                        writing = qemu.WriteAsync(buffers[next].AsMemory(0, payload.Length), ct).AsTask();
+                        next ^= 1;
+                        total += payload.Length;
                         break;
-                    }
-                    SecureChannel.Expect(message, "stream-end");
-                    var said = message["bytes"]?.GetValue<long>();
-                    if (said != total)
-                    {
-                        throw new MigrationChannelException("migration.stream.length", $"the source sent {said} stream bytes by its count, {total} arrived");
-                    }
-                    await qemu.FlushAsync(ct);
-                    return total;
+                    case FrameType.File:
+                        WriteFilePiece(files, payload.Span);
+                        break;
+                    case FrameType.Control:
+                        var message = System.Text.Json.JsonSerializer.Deserialize<JsonObject>(payload.Span) ?? new JsonObject();
+                        if (message["type"]?.GetValue<string>() == "disks-final")
+                        {
+                            foreach (var f in files)
+                            {
+                                f.Handle.Flush(flushToDisk: true);
+                            }
+                            break;
+                        }
+                        SecureChannel.Expect(message, "stream-end");
+                        var said = message["bytes"]?.GetValue<long>();
+                        if (said != total)
+                        {
+                            throw new MigrationChannelException("migration.stream.length", $"the source sent {said} stream bytes by its count, {total} arrived");
+                        }
+                        await writing;
+                        await qemu.FlushAsync(ct);
+                        return total;
+                }
             }
         }
     }
