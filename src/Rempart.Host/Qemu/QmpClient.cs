@@ -315,6 +315,8 @@ public sealed class QmpClient : IAsyncDisposable
             _events.Writer.TryWrite(new QmpEvent(ev.GetString()!, data, when));
             return;
         }
+        // The reply's content first: a malformed one is qmp.message whether or not its command is registered yet.
+        var returned = hasReturn ? JsonNode.Parse(ret.GetRawText()) : null;
         if (!root.TryGetProperty("id", out var idElement) || idElement.ValueKind != JsonValueKind.String)
         {
             throw new QmpProtocolException("qmp.reply.id", "a reply without the id of a command this client sent");
@@ -331,7 +333,7 @@ public sealed class QmpClient : IAsyncDisposable
         }
         if (hasReturn)
         {
-            pending.Reply.TrySetResult(JsonNode.Parse(ret.GetRawText()));
+            pending.Reply.TrySetResult(returned);
             return;
         }
         if (error.ValueKind != JsonValueKind.Object || !error.TryGetProperty("class", out var cls) || cls.ValueKind != JsonValueKind.String
