@@ -6,8 +6,8 @@ using Rempart.Host.Agent;
 namespace Rempart.Cli;
 
 /// <summary>
-/// <c>rempart vm snapshot NAME [--name S]</c>, <c>vm snapshot list NAME</c>, <c>vm snapshot delete NAME S</c>
-/// and <c>vm restore NAME S</c>, asked of the local host agent (docs/host-agent.md). Exit codes as the
+/// <c>rempart vm snapshot NAME [--name S]</c>, <c>vm snapshot list NAME</c>, <c>vm snapshot delete NAME S</c>,
+/// <c>vm restore NAME S</c>, <c>vm export|import|delete</c> and <c>vm migrate NAME --to ADDR:PORT</c>, asked of the local host agent (docs/host-agent.md). Exit codes as the
 /// other vm verbs: 0 done, 1 refused (a tampered or truncated snapshot, an unhealthy host, a VM in the
 /// wrong state), 2 usage, 3 the agent cannot be reached or failed.
 /// </summary>
@@ -23,6 +23,7 @@ internal static class VmSnapshotCommands
                rempart vm export NAME --out FILE
                rempart vm import FILE
                rempart vm delete NAME
+               rempart vm migrate NAME --to ADDR:PORT
 
           snapshot NAME   fresh release → guest paused → QEMU's migration stream (RAM, devices, vTPM, UEFI
                           variables) sealed as it arrives into snapshots/S/state.sealed; disks (LUKS) and
@@ -96,6 +97,15 @@ internal static class VmSnapshotCommands
                         a.EnsureAllUsed();
                         return await VmCommands.ShowAsync(await http.PostAsJsonAsync($"v1/vms/{name}/export", new { path = Path.GetFullPath(output) }), format,
                             s => $"{s["name"]} exported to {s["path"]}: {s["files"]} files, {s["bytes"]} bytes (snapshots: {string.Join(", ", s["snapshots"]!.AsArray())}), sha256 {s["sha256"]}");
+                    }
+                case ("migrate", _):
+                    {
+                        var name = Exactly(p, 1, "vm migrate NAME --to ADDR:PORT")[0];
+                        var to = a.Get("to") ?? throw new UsageException("usage: rempart vm migrate NAME --to ADDR:PORT (the destination agent's --migration-listen)");
+                        a.EnsureAllUsed();
+                        return await VmCommands.StreamAsync(http, $"v1/vms/{name}/migrate", new JsonObject { ["to"] = to }, "migration", format,
+                            m => $"{m["name"]} now runs on host {m["destinationHost"]} ({m["destination"]}), migration {m["migrationId"]}: "
+                                + $"{m["streamBytes"]} bytes of QEMU state and {m["fileBytes"]} bytes of files sent encrypted, guest paused {m["downtimeMs"]} ms, {m["totalMs"]} ms in all");
                     }
                 case ("delete", _):
                     {
