@@ -31,6 +31,17 @@ public static class MigrationRelay
                     return total;
                 }
                 var filled = buffers[current];
+                // QEMU writes its stream in 32 KiB pieces: take what is already queued into the same record
+                // (fewer, larger records: fewer seals and socket calls on both sides).
+                while (n < filled.Length && conn.Available > 0)
+                {
+                    int more = conn.Receive(filled, n, Math.Min(filled.Length - n, conn.Available), SocketFlags.None);
+                    if (more == 0)
+                    {
+                        break;
+                    }
+                    n += more;
+                }
                 current ^= 1;
                 pending = conn.ReceiveAsync(buffers[current], SocketFlags.None, ct);
                 await channel.SendAsync(FrameType.Stream, filled.AsMemory(0, n), ct);
