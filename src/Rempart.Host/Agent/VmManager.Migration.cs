@@ -59,7 +59,8 @@ public sealed partial class VmManager
         string? migrationId = null;
         HostCredential? me = null;
         string phase = "connect";
-        bool migrating = false, paused = false, wasRunning = false, committed = false;
+        bool migrating = false, paused = false, wasRunning = false, committed = false, confirmed = false;
+        string destinationHost = "?";
         RunningVm? vm = null;
         SecureChannel? channel = null;
         string uri = "";
@@ -93,7 +94,7 @@ public sealed partial class VmManager
             }, ct);
             var hello = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "hello");
             var destinationToken = Text(hello, "token", 16 * 1024);
-            var destinationHost = Text(hello, "hostId", 200);
+            destinationHost = Text(hello, "hostId", 200);
 
             phase = "authorise";
             progress?.Report($"asking the Guardian to authorise {name} to move to host {SecureChannel.Printable(destinationHost, 80)} (both hosts must be healthy now)");
@@ -246,6 +247,8 @@ public sealed partial class VmManager
             committed = true; // from here the destination may run the guest: the source must never resume it on its own
             await channel.SendControlAsync(new JsonObject { ["type"] = "commit", ["resume"] = wasRunning }, ct);
             SecureChannel.Expect(await Step(channel.ReceiveControlAsync, ct), "running");
+            confirmed = true; // the guest runs at the destination: what fails from here is this host's clean-up
+            phase = "clean-up";
             long downtime = clock.ElapsedMilliseconds - downtimeStart;
             progress?.Report($"the guest runs on the destination ({downtime} ms paused); stopping it here and removing this host's copy");
 
@@ -281,6 +284,14 @@ public sealed partial class VmManager
                 OperationCanceledException => "vm.migrate.timeout",
                 _ => "vm.migrate.failed",
             };
+            if (confirmed)
+            {
+                // The migration succeeded; only removing this host's copy failed. Never resume it here.
+                _audit.Append("vm.migrated.cleanup-failed", name, new Dictionary<string, object?> { ["migrationId"] = migrationId, ["to"] = destinationHost, ["reason"] = id });
+                await ReportAsync(me!, migrationId!, "completed", $"source clean-up: {id}");
+                throw new VmOperationException("vm.migrate.cleanup",
+                    $"{name} runs on host {destinationHost} now (migration {migrationId}), but removing it here failed: {e.Message}; remove what is left with rempart vm kill / vm delete {name}", e);
+            }
             if (channel is not null && e is not MigrationChannelException)
             {
                 await TellAsync(channel, id, $"the source failed during {phase}: {e.Message}");
