@@ -81,7 +81,7 @@ try
         foreach (var encrypted in round % 2 == 0 ? new[] { false, true } : [true, false])
         {
             int next = 1 - current;
-            var r = await MigrateAsync(vms[current], run, vms[next], disks, o.MemoryMiB, encrypted, dir, Ram(first: false));
+            var r = await MigrateAsync(vms[current], vms[next], disks, o.MemoryMiB, encrypted, dir, Ram(first: false));
             runs.Add(r.Destination);
             int tick = Tick();
             await WaitAsync(() => Tick() > tick, TimeSpan.FromSeconds(30), "the guest counts after the migration");
@@ -134,7 +134,7 @@ finally
     Directory.Delete(dir, recursive: true);
 }
 
-static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm.Run sourceRun, PlainVm target,
+static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm target,
     IReadOnlyList<(string, string)> disks, int memoryMiB, bool encrypted, string dir, string[] ram)
 {
     int port = FreePort();

@@ -53,28 +53,11 @@ public sealed class MigrationFlowTests : IAsyncLifetime
         }
     }
 
-    private async Task<SwtpmHost> HostInAsync(string group, string log = "go-tpm-tools__arch-linux-workstation.bin")
-    {
-        var host = new SwtpmHost(log);
-        await _g.ApproveAsync((await host.EnrolAsync(_client, "hv-" + group)).HostId, group);
-        return host;
-    }
+    private Task<SwtpmHost> HostInAsync(string group, string log = AttestedHosts.DefaultLog) => AttestedHosts.ApprovedAsync(_g, _client, group, log);
 
-    private async Task<(string Token, CollectedEvidence Binding)> AttestAsync(SwtpmHost host)
-    {
-        var nonce = await _client.NonceAsync(host.HostId!);
-        var collected = host.Collect(nonce.Nonce);
-        var result = await _client.AttestAsync(collected.Evidence);
-        Assert.True(result.Status == "affirming", string.Join("; ", result.Failures.Select(f => $"{f.Id}: {f.Message}")));
-        return (result.Token!, collected);
-    }
+    private Task<(string Token, CollectedEvidence Binding)> AttestAsync(SwtpmHost host) => AttestedHosts.AttestAsync(_client, host);
 
-    private static string Unwrap(SwtpmHost host, CollectedEvidence binding, ReleaseResponse release)
-    {
-        using var c = host.Tpm.Client();
-        using var vmk = new ReleaseUnwrapper(c).Unwrap(binding.BindingKeyPrivate, binding.BindingKeyPublic, binding.BindingPcrs, release);
-        return Convert.ToHexStringLower(vmk.Bytes);
-    }
+    private static string Unwrap(SwtpmHost host, CollectedEvidence binding, ReleaseResponse release) => AttestedHosts.Unwrap(host, binding, release);
 
     private async Task<List<(long Seq, string Kind, string Subject, JsonObject Data)>> AuditAsync() =>
         (await Store.ReadAuditAsync(1, 1000)).Select(r => (r.Seq, r.Kind, r.Subject, JsonNode.Parse(r.DataJson)!.AsObject())).ToList();

@@ -160,29 +160,10 @@ public sealed class HostAgent : IDisposable, IMigrationHost
     /// </summary>
     public async Task<(VmMasterKey Key, ReleaseResponse Release)> ReleaseAsync(string keyProtector, CancellationToken ct)
     {
-        string token;
-        Binding binding;
-        lock (_sync)
-        {
-            if (_token is null || _binding is null || _tokenExpires <= DateTimeOffset.UtcNow)
-            {
-                throw new HostAgentException("agent.no-token", $"this host has no valid health token (state {_state}{(_lastError is null ? "" : ": " + _lastError)})");
-            }
-            (token, binding) = (_token, _binding);
-        }
-        var kp = KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(keyProtector));
-        var release = await _guardian.ReleaseAsync(new ReleaseRequest(keyProtector, token), ct);
-        var key = await WithTpmAsync(tpm => new ReleaseUnwrapper(tpm).Unwrap(binding.Private, binding.Public, binding.Pcrs, release), ct);
-        try
-        {
-            kp.VerifyIntegrity(key);
-        }
-        catch
-        {
-            key.Dispose();
-            throw;
-        }
-        return (key, release);
+        var me = CurrentCredential();
+        var kp = KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(keyProtector)); // a malformed one is refused here, not by the Guardian
+        var release = await _guardian.ReleaseAsync(new ReleaseRequest(keyProtector, me.Token), ct);
+        return (await UnwrapAsync(release, kp, me, ct), release);
     }
 
     /// <summary>The current health token and binding key, taken together: a migration uses one pair from start to end, whatever the attestation loop does meanwhile.</summary>
@@ -208,9 +189,11 @@ public sealed class HostAgent : IDisposable, IMigrationHost
         _guardian.CompleteMigrationAsync(migrationId, new MigrationCompleteRequest(me.Token, outcome, reason), ct);
 
     /// <summary>Recovers a released key in this TPM with the credential's binding key and checks the key protector's MAC with it.</summary>
-    public async Task<VmMasterKey> UnwrapAsync(ReleaseResponse release, string keyProtector, HostCredential me, CancellationToken ct)
+    public Task<VmMasterKey> UnwrapAsync(ReleaseResponse release, string keyProtector, HostCredential me, CancellationToken ct) =>
+        UnwrapAsync(release, KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(keyProtector)), me, ct);
+
+    private async Task<VmMasterKey> UnwrapAsync(ReleaseResponse release, KeyProtector kp, HostCredential me, CancellationToken ct)
     {
-        var kp = KeyProtector.Parse(System.Text.Encoding.UTF8.GetBytes(keyProtector));
         var key = await WithTpmAsync(tpm => new ReleaseUnwrapper(tpm).Unwrap(me.BindingPrivate, me.BindingPublic, me.BindingPcrs, release), ct);
         try
         {

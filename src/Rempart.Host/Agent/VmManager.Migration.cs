@@ -155,13 +155,17 @@ public sealed partial class VmManager
             {
                 ["type"] = "bundle", ["files"] = new JsonArray([.. files.Select(f => (JsonNode)new JsonObject { ["path"] = f.Path, ["size"] = f.Size })]),
             }, ct);
-            var sent = new Dictionary<int, byte[]?[]>();
+            var sent = new Dictionary<int, byte[]?[]>(); // disk file index → its pieces' hashes as copied
             long fileBytes = 0;
             for (int i = 0; i < files.Count; i++)
             {
-                var (bytes, hashes) = await SendFileAsync(channel, i, Path.Combine(bundle.Directory, files[i].Path), null, ct);
+                bool disk = files[i].Path.StartsWith(VmBundle.DisksDir + "/", StringComparison.Ordinal);
+                var (bytes, hashes) = await SendFileAsync(channel, i, Path.Combine(bundle.Directory, files[i].Path), null, disk, ct);
                 fileBytes += bytes;
-                sent[i] = hashes;
+                if (disk)
+                {
+                    sent[i] = hashes!; // only the disks change while the guest runs: their pieces are compared at the switch-over
+                }
             }
             await channel.SendControlAsync(new JsonObject { ["type"] = "files-done" }, ct);
             progress?.Report($"bundle copied while the guest runs: {files.Count} files (disks LUKS, vTPM and variables encrypted), {fileBytes} bytes sent");
@@ -213,9 +217,9 @@ public sealed partial class VmManager
                     paused = true;
                     downtimeStart = clock.ElapsedMilliseconds;
                     long delta = 0;
-                    foreach (var (i, hashes) in sent.Where(p => files[p.Key].Path.StartsWith(VmBundle.DisksDir + "/", StringComparison.Ordinal)))
+                    foreach (var (i, hashes) in sent)
                     {
-                        var (bytes, _) = await SendFileAsync(channel, i, Path.Combine(bundle.Directory, files[i].Path), hashes, ct);
+                        var (bytes, _) = await SendFileAsync(channel, i, Path.Combine(bundle.Directory, files[i].Path), hashes, false, ct);
                         delta += bytes;
                     }
                     fileBytes += delta;
@@ -657,14 +661,15 @@ public sealed partial class VmManager
     /// <summary>
     /// Sends a file as File records of up to 1 MiB, skipping all-zero pieces (the receiver's file
     /// starts sparse at the right size) — or, with <paramref name="previous"/>, only the pieces whose
-    /// SHA-256 changed since (zero pieces included then). Answers bytes sent and each piece's hash.
+    /// SHA-256 changed since (zero pieces included then). Answers bytes sent and, with
+    /// <paramref name="keepHashes"/>, each piece's hash (null for a zero piece).
     /// </summary>
-    private static async Task<(long Bytes, byte[]?[] Hashes)> SendFileAsync(SecureChannel channel, int index, string path, byte[]?[]? previous, CancellationToken ct)
+    private static async Task<(long Bytes, byte[]?[]? Hashes)> SendFileAsync(SecureChannel channel, int index, string path, byte[]?[]? previous, bool keepHashes, CancellationToken ct)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         long length = RandomAccess.GetLength(handle);
         var pieces = (int)((length + ChunkSize - 1) / ChunkSize);
-        var hashes = new byte[]?[pieces];
+        var hashes = keepHashes ? new byte[]?[pieces] : null;
         var record = new byte[10 + ChunkSize];
         long sent = 0;
         BinaryPrimitives.WriteUInt16BigEndian(record, (ushort)index);
@@ -676,8 +681,11 @@ public sealed partial class VmManager
             int n = RandomAccess.Read(handle, record.AsSpan(10, (int)Math.Min(ChunkSize, length - offset)), offset);
             var data = record.AsSpan(10, n);
             bool zero = !data.ContainsAnyExcept((byte)0);
-            var hash = zero ? null : SHA256.HashData(data);
-            hashes[p] = hash;
+            var hash = zero || (hashes is null && previous is null) ? null : SHA256.HashData(data);
+            if (hashes is not null)
+            {
+                hashes[p] = hash;
+            }
             bool send = previous is null
                 ? !zero
                 : p >= previous.Length || !(hash is null ? previous[p] is null : previous[p] is { } h && h.AsSpan().SequenceEqual(hash));
