@@ -124,7 +124,7 @@ public sealed class FileKeyProvider : KeyProviderBase
         return spki;
     }
 
-    private protected override byte[] Agree(string kid, ECDiffieHellman peer)
+    private protected override byte[] Agree(string kid, PeerKey peer)
     {
         if (!_keys.TryGetValue(kid, out var key))
         {

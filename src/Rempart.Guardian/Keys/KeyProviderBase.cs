@@ -10,12 +10,13 @@ namespace Rempart.Guardian.Keys;
 /// </summary>
 public abstract class KeyProviderBase : IGuardianKeyProvider
 {
-    private const string P384Oid = "1.3.132.0.34";
-
     private readonly Lock _lock = new();
     private readonly string _registryPath;
     private readonly TimeProvider _time;
     private KeyRegistry _registry;
+
+    /// <summary>Peer keys (key protectors' ephemeral keys) validated and imported lately: public data only.</summary>
+    internal PeerKeyCache Peers { get; } = new(PeerKeyCache.DefaultCapacity);
 
     private protected KeyProviderBase(string registryPath, string kind, TimeProvider time)
     {
@@ -147,8 +148,7 @@ public abstract class KeyProviderBase : IGuardianKeyProvider
                 throw new KeyProviderException("keys.retired", $"key {kid} is retired: it unwraps nothing any more (re-wrapped key protectors use the active key)");
             }
         }
-        using var peer = PeerKey(peerSubjectPublicKeyInfo);
-        return Agree(kid, peer);
+        return Agree(kid, Peers.Get(peerSubjectPublicKeyInfo));
     }
 
     public abstract byte[] SignEs256(ReadOnlySpan<byte> data);
@@ -158,11 +158,11 @@ public abstract class KeyProviderBase : IGuardianKeyProvider
 
     /// <summary>
     /// ECDH with the private key <paramref name="kid"/> (known, not retired) and a validated P-384
-    /// public key: Z, 48 bytes. The peer is imported once, here: importing a P-384 point costs about
-    /// one ECDH itself (OpenSSL's key check multiplies it by the group order), so a provider uses
-    /// this key as it is (bench/README.md, "Key release").
+    /// public key: Z, 48 bytes. The peer was imported here, once (and is shared with other
+    /// derivations by <see cref="PeerKeyCache"/>): importing a P-384 point costs about one ECDH
+    /// itself, so a provider uses this key as it is and never imports it again (bench/README.md, "Key release").
     /// </summary>
-    private protected abstract byte[] Agree(string kid, ECDiffieHellman peer);
+    private protected abstract byte[] Agree(string kid, PeerKey peer);
 
     /// <summary>The key was retired: drop whatever the provider keeps of it in memory.</summary>
     private protected virtual void OnRetired(string kid)
@@ -184,31 +184,6 @@ public abstract class KeyProviderBase : IGuardianKeyProvider
     private KeyRegistryEntry Find(string kid) =>
         _registry.EncryptionKeys.FirstOrDefault(e => e.Kid == kid)
         ?? throw new KeyProviderException("keys.unknown-kid", $"no Guardian encryption key {kid} in the {Kind} provider");
-
-    /// <summary>Imports a peer SubjectPublicKeyInfo: a P-384 point on the curve, nothing else.</summary>
-    private static ECDiffieHellman PeerKey(ReadOnlySpan<byte> spki)
-    {
-        var peer = ECDiffieHellman.Create();
-        try
-        {
-            peer.ImportSubjectPublicKeyInfo(spki, out int read);
-            if (read != spki.Length || peer.ExportParameters(false).Curve.Oid?.Value != P384Oid)
-            {
-                throw new KeyProviderException("keys.peer.invalid", "the peer public key must be a P-384 SubjectPublicKeyInfo, with nothing after it");
-            }
-            return peer;
-        }
-        catch (CryptographicException e)
-        {
-            peer.Dispose();
-            throw new KeyProviderException("keys.peer.invalid", "the peer public key is not a valid P-384 point (SubjectPublicKeyInfo, DER)", e);
-        }
-        catch (KeyProviderException)
-        {
-            peer.Dispose();
-            throw;
-        }
-    }
 
     /// <summary>SubjectPublicKeyInfo of a point on a named curve.</summary>
     private protected static byte[] Spki(ECCurve curve, ECPoint q)

@@ -155,18 +155,14 @@ public sealed class Pkcs11KeyProvider : KeyProviderBase
         return spki;
     }
 
-    private protected override byte[] Agree(string kid, ECDiffieHellman peerKey)
+    private protected override byte[] Agree(string kid, PeerKey peerKey)
     {
         if (!_privateKeys.TryGetValue(kid, out var key))
         {
             throw new KeyProviderException("keys.unknown-kid", $"no private key {kid} in token '{_token}'");
         }
-        var peer = peerKey.ExportParameters(false).Q;
         // The peer point uncompressed (X9.62: 04 || X || Y); SoftHSM2 and the PKCS#11 v2.40 text accept it raw.
-        var point = new byte[1 + peer.X!.Length + peer.Y!.Length];
-        point[0] = 0x04;
-        peer.X.CopyTo(point, 1);
-        peer.Y.CopyTo(point, 1 + peer.X.Length);
+        var point = peerKey.Point.ToArray();
         var f = Pkcs11Modules.Factories;
         return Run(s =>
         {

@@ -22,14 +22,20 @@ public sealed class HealthTokens
     private readonly string _kid;
     private readonly ECParameters _public;
 
+    /// <summary>
+    /// This Guardian's public signing key, imported once: importing it costs more than the ES256
+    /// verification itself (bench/README.md, "Key release"). Public, and only ever used to verify.
+    /// </summary>
+    private readonly ECDsa _verifier;
+
     public HealthTokens(IGuardianKeyProvider keys, string issuer)
     {
         _keys = keys;
         _issuer = issuer;
         _kid = keys.SigningKid;
-        using var key = ECDsa.Create();
-        key.ImportSubjectPublicKeyInfo(keys.SigningPublicKey, out _);
-        _public = key.ExportParameters(false);
+        _verifier = ECDsa.Create();
+        _verifier.ImportSubjectPublicKeyInfo(keys.SigningPublicKey, out _);
+        _public = _verifier.ExportParameters(false);
     }
 
     public string Issue(HealthClaims claims, DateTimeOffset issuedAt, DateTimeOffset expiresAt)
@@ -83,8 +89,7 @@ public sealed class HealthTokens
                 return null;
             }
             var sig = Base64Url.DecodeFromChars(parts[2]);
-            using var key = ECDsa.Create(_public);
-            if (!key.VerifyData(Encoding.ASCII.GetBytes(parts[0] + "." + parts[1]), sig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
+            if (!_verifier.VerifyData(Encoding.ASCII.GetBytes(parts[0] + "." + parts[1]), sig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
             {
                 reason = "token.signature";
                 return null;
