@@ -156,26 +156,37 @@ public sealed partial class VmManager : IAsyncDisposable
                 try
                 {
                     File.SetUnixFileMode(dir, SecureFiles.DirMode);
-                    await Task.Run(() =>
+                    // The disks (each with QEMU's fixed LUKS calibration) and the vTPM (swtpm_setup's
+                    // key generation) are independent: made at the same time, they overlap on the cores.
+                    using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                    var sources = r.ExtraDisks.Select(d => new NewDiskSource(d.Id, d.Image, d.Format, d.SizeBytes))
+                        .Prepend(new NewDiskSource("system", r.Image, r.ImageFormat, 0)).ToList();
+                    foreach (var d in sources.Where(d => d.Image is null))
                     {
-                        Import(bundle, "system", r.Image, r.ImageFormat, vmk, progress, ct);
-                        foreach (var d in r.ExtraDisks)
-                        {
-                            if (d.Image is not null)
-                            {
-                                Import(bundle, d.Id, d.Image, d.Format, vmk, progress, ct);
-                            }
-                            else
-                            {
-                                progress?.Report($"disk {d.Id}: new, {d.SizeBytes} bytes, LUKS AES-256-XTS");
-                                bundle.AddDisk(d.Id, d.SizeBytes, vmk, ct);
-                            }
-                        }
+                        progress?.Report($"disk {d.Id}: new, {d.SizeBytes} bytes, LUKS AES-256-XTS");
+                    }
+                    var disks = CancelOthersOnFailure(bundle.AddDisksAsync(sources, vmk, DiskProgress(sources, progress), failed.Token), failed);
+                    var firmware = CancelOthersOnFailure(Task.Run(() =>
+                    {
                         progress?.Report($"UEFI variables from the {VmConfig.ToWire(r.SecureBoot)} template, encrypted (AES-256-GCM)");
                         bundle.CreateNvram(vmk);
-                        progress?.Report("vTPM manufactured by swtpm_setup (EK and certificates), its state encrypted");
+                        progress?.Report("vTPM: swtpm_setup manufactures it (EK and certificates), its state encrypted");
                         bundle.CreateVtpm(vmk);
-                    }, ct);
+                        progress?.Report("vTPM manufactured");
+                    }, failed.Token), failed);
+                    await Task.WhenAll(disks, firmware).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    ct.ThrowIfCancellationRequested();
+                    // The cause, not the cancellation it set off in the other task.
+                    foreach (var t in new[] { disks, firmware }.Where(t => t.IsFaulted).OrderBy(t => t.Exception!.InnerException is OperationCanceledException))
+                    {
+                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(t.Exception!.InnerException!);
+                    }
+                    await disks;
+                    await firmware;
+                    foreach (var d in bundle.Config.Disks.Where(d => sources.Any(s => s.Id == d.Id && s.Image is not null)))
+                    {
+                        progress?.Report($"disk {d.Id}: imported ({d.SizeBytes} bytes)");
+                    }
                 }
                 catch (Exception e)
                 {
@@ -195,19 +206,42 @@ public sealed partial class VmManager : IAsyncDisposable
         }
     }
 
-    private static void Import(VmBundle bundle, string id, string image, string format, VmMasterKey vmk, IProgress<string>? progress, CancellationToken ct)
+    /// <summary>Import progress per disk, one line per disk per 10 % (the disks advance at the same time).</summary>
+    private static Action<string, double>? DiskProgress(IReadOnlyList<NewDiskSource> sources, IProgress<string>? progress)
     {
-        int last = -1;
-        bundle.ImportDisk(id, image, format, vmk, new Progress<double>(p =>
+        if (progress is null)
         {
-            int pct = (int)Math.Floor(p);
-            if (pct / 10 != last / 10)
+            return null;
+        }
+        var last = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        return (id, p) =>
+        {
+            var source = sources.First(s => s.Id == id);
+            if (source.Image is null)
             {
-                last = pct;
-                progress?.Report($"disk {id}: importing {Path.GetFileName(image)} into LUKS qcow2, {pct}%");
+                return;
             }
-        }), ct);
-        progress?.Report($"disk {id}: imported ({bundle.Config.Disks.Single(d => d.Id == id).SizeBytes} bytes)");
+            int pct = (int)Math.Floor(p);
+            int before = last.GetOrAdd(id, -1);
+            if (pct / 10 != before / 10 && last.TryUpdate(id, pct, before))
+            {
+                progress.Report($"disk {id}: importing {Path.GetFileName(source.Image)} into LUKS qcow2, {pct}%");
+            }
+        };
+    }
+
+    /// <summary><paramref name="task"/>, cancelling <paramref name="others"/> when it fails.</summary>
+    private static async Task CancelOthersOnFailure(Task task, CancellationTokenSource others)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch
+        {
+            await others.CancelAsync().ConfigureAwait(false);
+            throw;
+        }
     }
 
     /// <summary>

@@ -68,6 +68,70 @@ public sealed class VmBundleTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task AddDisksAsync_makes_the_disks_together_and_records_them_in_the_given_order()
+    {
+        var (kpJson, vmk) = VmTestKeys.New();
+        using (vmk)
+        {
+            string dir = Path.Combine(_root, "vm-many");
+            var b = VmBundle.Create(dir, new VmSpec("many", 256, 1), kpJson);
+            string image = Path.Combine(_root, "sys.raw");
+            File.WriteAllBytes(image, [.. "REMPART-SYSTEM-DISK"u8, .. new byte[(4 << 20) - 19]]);
+            var seen = new System.Collections.Concurrent.ConcurrentBag<string>();
+            await b.AddDisksAsync([new("system", image, "raw", 0), new("data", null, "qcow2", 16L << 20), new("logs", null, "qcow2", 8L << 20)],
+                vmk, (id, _) => seen.Add(id));
+
+            Assert.Equal([new VmDisk("system", 4L << 20), new VmDisk("data", 16L << 20), new VmDisk("logs", 8L << 20)], b.Config.Disks);
+            Assert.Equal(b.Config.Disks, VmConfig.Parse(File.ReadAllBytes(Path.Combine(dir, "vm.json"))).Disks);
+            Assert.Equal(["data", "logs", "system"], seen.Distinct().Order());
+            foreach (var d in b.Config.Disks)
+            {
+                var info = EncryptedDisk.Verify(b.DiskPath(d.Id));
+                Assert.Equal(d.SizeBytes, info.VirtualSize);
+                Assert.True(info.Encrypted);
+                Assert.False(VmTestKeys.Contains(File.ReadAllBytes(b.DiskPath(d.Id)), "REMPART-SYSTEM-DISK"u8));
+            }
+            Assert.Equal("bundle.exists", (await Assert.ThrowsAsync<VmBundleException>(() =>
+                b.AddDisksAsync([new("extra", null, "qcow2", 1L << 20), new("extra", null, "qcow2", 1L << 20)], vmk))).Id);
+            Assert.False(File.Exists(Path.Combine(dir, "disks", "extra.qcow2")));
+        }
+    }
+
+    [Fact]
+    public async Task AddDisksAsync_one_disk_failing_leaves_no_disk_and_vm_json_unchanged()
+    {
+        var (kpJson, vmk) = VmTestKeys.New();
+        using (vmk)
+        {
+            string dir = Path.Combine(_root, "vm-fail");
+            var b = VmBundle.Create(dir, new VmSpec("fail", 256, 1), kpJson);
+            byte[] before = File.ReadAllBytes(Path.Combine(dir, "vm.json"));
+            // A qcow2 whose header is sound (qemu-img info passes) but whose first L2 table
+            // offset is not cluster-aligned: the copy fails when it reads the data.
+            string broken = Path.Combine(_root, "broken.qcow2");
+            Assert.Equal(0, Tool("qemu-img", "create", "-q", "-f", "qcow2", broken, "4M"));
+            Assert.Equal(0, Tool("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 64k", broken));
+            using (var f = File.Open(broken, FileMode.Open, FileAccess.ReadWrite))
+            {
+                var header = new byte[48];
+                f.ReadExactly(header);
+                long l1 = System.Buffers.Binary.BinaryPrimitives.ReadInt64BigEndian(header.AsSpan(40));
+                f.Position = l1;
+                var entry = new byte[8];
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(entry, 0x8000_0000_0012_3400UL);
+                f.Write(entry);
+            }
+
+            var e = await Assert.ThrowsAsync<VmBundleException>(() =>
+                b.AddDisksAsync([new("data", null, "qcow2", 64L << 20), new("system", broken, "qcow2", 0)], vmk));
+            Assert.Equal("disk.tool", e.Id);
+            Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(dir, "disks")));
+            Assert.Equal(before, File.ReadAllBytes(Path.Combine(dir, "vm.json")));
+            Assert.Empty(b.Config.Disks);
+        }
+    }
+
     public static TheoryData<string, string> Damage => new()
     {
         { "vm.json readable by others", "bundle.permissions" },
@@ -102,6 +166,20 @@ public sealed class VmBundleTests : IDisposable
             default: throw new ArgumentException(damage);
         }
         Assert.Equal(id, Assert.Throws<VmBundleException>(() => VmBundle.Load(dir)).Id);
+    }
+
+    private static int Tool(string name, params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(name) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return p.ExitCode;
     }
 
     private sealed class Progress(List<double> seen) : IProgress<double>
