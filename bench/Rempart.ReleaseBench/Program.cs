@@ -16,20 +16,27 @@ public static class Program
     private const string Help = """
         Usage: rempart-releasebench [--providers file|pkcs11|both] [--hosts H] [--vms N] [--concurrency C]
                                     [--duration S] [--warmup S] [--raw-seconds S] [--step-seconds S] [--guardian-dll PATH]
+                                    [--load closed|open|both] [--open-rate R] [--open-share F]
                                     [--pkcs11-module PATH] [--format table|json] [--keep]
 
         For each key provider, starts the real Guardian (pkcs11: on a fresh SoftHSM2 token made by
         scripts/softhsm.sh), enrols, approves and attests H software hosts, makes N key protectors from
         its signed metadata, measures the raw P-384 ECDH rate of that provider, then runs C clients
-        looping POST /v1/releases for S seconds after a warm-up. Reports releases/s, client and
-        server-side (GET /metrics) latency, and releases/s as a share of the raw ECDH rate.
+        looping POST /v1/releases for S seconds after a warm-up (closed loop), then — hosts attested
+        again — an open loop: releases sent at a fixed rate over C connections, latency from each
+        request's scheduled time. Reports releases/s, client and server-side (GET /metrics) latency,
+        and releases/s as a share of the raw ECDH rate.
 
           --providers      file, pkcs11 or both (default both)
           --hosts H        attested software hosts whose tokens the clients use (default 4)
           --vms N          key protectors (default 200)
-          --concurrency C  clients releasing at once (default 100)
-          --duration S     measured seconds (default 20); --warmup S before it (default 5); together at
-                           most 100 s (health tokens are not refreshed during the run)
+          --concurrency C  closed loop: clients releasing at once; open loop: connections (default 100)
+          --duration S     measured seconds (default 20); --warmup S before it (default 15: the Guardian's
+                           JIT tiers up meanwhile); together at most 100 s per load (health tokens are
+                           not refreshed during a load)
+          --load           closed, open or both (default both: closed, then open)
+          --open-rate R    open loop's offered releases/s (default: --open-share of the closed loop's rate)
+          --open-share F   open loop's rate as a share of the closed loop's releases/s (default 0.5)
           --raw-seconds S  time for each raw ECDH measurement (default 2)
           --step-seconds S time for the release path's per-step crypto costs, one thread (default 6; 0: skip)
           --guardian-dll   a built rempart-guardian.dll (default: scripts/rempart-guardian, Release)
@@ -136,13 +143,33 @@ public static class Program
                     steps = StepCosts.Measure(o.StepTime, hosts[0].Tpm.BindingKeyPublic);
                 }
 
-                await ReleaseFleet.AttestAsync(http, hosts, CancellationToken.None);
-                progress.WriteLine($"releasebench [{provider}]: {o.Concurrency} clients releasing, {o.WarmUp.TotalSeconds:0} s warm-up then {o.Duration.TotalSeconds:0} s measured");
-                var load = await ReleaseLoad.RunAsync(http, hosts, vms, o.Concurrency, o.WarmUp, o.Duration, admin, guardian, progress, CancellationToken.None);
+                var loads = new List<ReleaseLoadResult>();
+                if (o.Load is "closed" or "both")
+                {
+                    await ReleaseFleet.AttestAsync(http, hosts, CancellationToken.None);
+                    progress.WriteLine($"releasebench [{provider}]: closed loop, {o.Concurrency} clients releasing, {o.WarmUp.TotalSeconds:0} s warm-up then {o.Duration.TotalSeconds:0} s measured");
+                    loads.Add(await ReleaseLoad.RunAsync(http, hosts, vms, o.Concurrency, o.WarmUp, o.Duration, admin, guardian, progress, CancellationToken.None));
+                    Report(provider, loads[^1], progress);
+                }
+                if (o.Load is "open" or "both")
+                {
+                    double rate = o.OpenRate ?? Math.Max(1, Math.Round(o.OpenShare * loads[0].ReleasesPerSecond));
+                    var connections = Enumerable.Range(0, o.Concurrency).Select(_ => new GuardianHttp(guardian.Url, guardian.Fingerprint, 1)).ToList();
+                    try
+                    {
+                        await ReleaseFleet.AttestAsync(http, hosts, CancellationToken.None);
+                        progress.WriteLine($"releasebench [{provider}]: open loop, {rate:0} releases/s offered over {o.Concurrency} connections, {o.WarmUp.TotalSeconds:0} s warm-up then {o.Duration.TotalSeconds:0} s measured");
+                        loads.Add(await OpenLoad.RunAsync(connections, hosts, vms, rate, o.WarmUp, o.Duration, admin, guardian, progress, CancellationToken.None));
+                        Report(provider, loads[^1], progress);
+                    }
+                    finally
+                    {
+                        connections.ForEach(c => c.Dispose());
+                    }
+                }
 
                 var verify = System.Text.Json.Nodes.JsonNode.Parse(await admin.GetTextAsync("v1/audit/verify"))!;
-                var result = new ProviderResult(provider, o.Hosts, vms.Count, raw, withImport, load, verify["ok"]!.GetValue<bool>(), verify["records"]!.GetValue<long>());
-                progress.WriteLine($"releasebench [{provider}]: {load.ReleasesPerSecond:0} releases/s, client p50 {load.Client.P50:0.0} ms p99 {load.Client.P99:0.0} ms, server p99 ~{load.Server?.P99Ms:0.0} ms, errors {load.ErrorCount}, checked {load.Checked} ({load.CheckProblems.Count} wrong)");
+                var result = new ProviderResult(provider, o.Hosts, vms.Count, raw, withImport, loads, verify["ok"]!.GetValue<bool>(), verify["records"]!.GetValue<long>());
                 return (result, steps);
             }
             finally
@@ -171,6 +198,9 @@ public static class Program
         }
     }
 
+    private static void Report(string provider, ReleaseLoadResult load, TextWriter progress) =>
+        progress.WriteLine($"releasebench [{provider}]: {load.Mode}: {load.ReleasesPerSecond:0} releases/s, client p50 {load.Client.P50:0.0} ms p99 {load.Client.P99:0.0} ms, server p99 ~{load.Server?.P99Ms:0.0} ms, errors {load.ErrorCount}, checked {load.Checked} ({load.CheckProblems.Count} wrong)");
+
     /// <summary>Runs a scripts/ helper; its trimmed stdout.</summary>
     private static async Task<string> ScriptAsync(string script, params string[] args)
     {
@@ -194,19 +224,28 @@ public static class Program
     private static extern int SetEnv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
 
     private sealed record Options(IReadOnlyList<string> Providers, int Hosts, int Vms, int Concurrency, TimeSpan Duration, TimeSpan WarmUp,
-        TimeSpan RawTime, TimeSpan StepTime, string? GuardianDll, string? Pkcs11Module, bool Json, bool Keep, bool Help)
+        TimeSpan RawTime, TimeSpan StepTime, string? GuardianDll, string? Pkcs11Module, bool Json, bool Keep, bool Help,
+        string Load, double? OpenRate, double OpenShare)
     {
-        public BenchSettings Settings => new(Providers, Hosts, Vms, Concurrency, (int)Duration.TotalSeconds, (int)WarmUp.TotalSeconds, RawTime.TotalSeconds);
+        public BenchSettings Settings => new(Providers, Hosts, Vms, Concurrency, (int)Duration.TotalSeconds, (int)WarmUp.TotalSeconds, RawTime.TotalSeconds, Load);
 
         public static Options Parse(string[] args)
         {
-            int hosts = 4, vms = 200, concurrency = 100, duration = 20, warmUp = 5, raw = 2, stepSeconds = 6;
-            string providers = "both", format = "table";
+            int hosts = 4, vms = 200, concurrency = 100, duration = 20, warmUp = 15, raw = 2, stepSeconds = 6;
+            string providers = "both", format = "table", load = "both";
+            double? openRate = null;
+            double openShare = 0.5;
             string? dll = null, module = null;
             bool keep = false, help = false;
             for (int i = 0; i < args.Length; i++)
             {
                 string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+                double Positive()
+                {
+                    var name = args[i];
+                    var v = Next();
+                    return double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d > 0 && double.IsFinite(d) ? d : throw new ArgumentException($"{name} '{v}': a number > 0");
+                }
                 int Int(int min)
                 {
                     var name = args[i];
@@ -226,6 +265,9 @@ public static class Program
                     case "--guardian-dll": dll = Path.GetFullPath(Next()); break;
                     case "--pkcs11-module": module = Path.GetFullPath(Next()); break;
                     case "--format": format = Next(); break;
+                    case "--load": load = Next(); break;
+                    case "--open-rate": openRate = Positive(); break;
+                    case "--open-share": openShare = Positive(); break;
                     case "--keep": keep = true; break;
                     case "--help" or "-h": help = true; break;
                     default: throw new ArgumentException($"unknown option {args[i]}");
@@ -242,6 +284,14 @@ public static class Program
             {
                 throw new ArgumentException($"--format '{format}': table or json");
             }
+            if (load is not ("closed" or "open" or "both"))
+            {
+                throw new ArgumentException($"--load '{load}': closed, open or both");
+            }
+            if (load == "open" && openRate is null)
+            {
+                throw new ArgumentException("--load open needs --open-rate (with both, the rate defaults to --open-share of the closed loop's)");
+            }
             if (duration + warmUp > 100)
             {
                 // Hosts attest once before the run; the Guardian marks a host stale after 2 × 60 s without attesting.
@@ -252,7 +302,7 @@ public static class Program
                 throw new ArgumentException($"--guardian-dll {dll}: no such file");
             }
             return new Options(list, hosts, vms, concurrency, TimeSpan.FromSeconds(duration), TimeSpan.FromSeconds(warmUp), TimeSpan.FromSeconds(raw),
-                TimeSpan.FromSeconds(stepSeconds), dll, module, format == "json", keep, help);
+                TimeSpan.FromSeconds(stepSeconds), dll, module, format == "json", keep, help, load, openRate, openShare);
         }
     }
 }

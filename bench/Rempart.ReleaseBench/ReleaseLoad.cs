@@ -16,6 +16,17 @@ public sealed record ReleaseLoadResult(int Concurrency, double WindowSeconds, lo
 {
     public long ErrorCount => Errors.Values.Sum();
 
+    /// <summary>Open loop (<see cref="OpenLoad"/>): the offered rate; null for the closed loop.</summary>
+    public double? OfferedPerSecond { get; init; }
+
+    /// <summary>Open loop: the most releases in flight at once.</summary>
+    public int? MaxInFlight { get; init; }
+
+    /// <summary>"closed, C clients" or "open, R/s over C connections".</summary>
+    public string Mode => OfferedPerSecond is { } r
+        ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"open, {r:0}/s over {Concurrency} connections")
+        : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"closed, {Concurrency} clients");
+
     /// <summary>A valid run: releases were counted, nothing was refused or failed, and every checked answer opened to the right key.</summary>
     public bool Valid => Released > 0 && ErrorCount == 0 && Checked > 0 && CheckProblems.Count == 0;
 }
