@@ -26,6 +26,7 @@ public sealed class Rig : IAsyncDisposable
     private readonly SwtpmHost _host;
     private readonly WebApplication _agent;
     private readonly HttpClient _api;
+    private readonly string _socket;
     private readonly OwnerKey _owner;
     private readonly List<VmMasterKey> _keys = [];
 
@@ -37,6 +38,7 @@ public sealed class Rig : IAsyncDisposable
         _agent = agent;
         _owner = owner;
         _api = AgentSocket.Client(socket);
+        _socket = socket;
         _api.Timeout = TimeSpan.FromMinutes(10);
         Vms = agent.Services.GetRequiredService<VmManager>();
         Agent = agent.Services.GetRequiredService<HostAgent>();
@@ -102,15 +104,7 @@ public sealed class Rig : IAsyncDisposable
     /// <summary>The serial console of a running encryption-supported VM, through the agent's API (audited there).</summary>
     public async Task<GuestConsole> ConsoleAsync(string name)
     {
-        var r = await _api.PostAsJsonAsync($"v1/vms/{name}/console", new { user = "vmbench" });
-        var body = await r.Content.ReadAsStringAsync();
-        if (!r.IsSuccessStatusCode)
-        {
-            throw new InvalidOperationException($"console of {name}: {body}");
-        }
-        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await s.ConnectAsync(new UnixDomainSocketEndPoint(JsonNode.Parse(body)!["socket"]!.GetValue<string>()));
-        return GuestConsole.Watch(new NetworkStream(s, ownsSocket: true));
+        return GuestConsole.Watch(await ConsoleClient.OpenAsync(_socket, name, "vmbench"));
     }
 
     /// <summary>Waits until the agent's watcher has cleaned up after QEMU's exit.</summary>

@@ -96,13 +96,7 @@ internal static class VmCommands
                     {
                         var name = Name();
                         a.EnsureAllUsed();
-                        var r = await http.PostAsJsonAsync($"v1/vms/{name}/console", new JsonObject { ["user"] = Environment.UserName });
-                        if (!r.IsSuccessStatusCode)
-                        {
-                            return await ShowAsync(r, format, _ => "");
-                        }
-                        var path = JsonNode.Parse(await r.Content.ReadAsStringAsync())!["socket"]!.GetValue<string>();
-                        return await ConsoleAsync(path, name);
+                        return await ConsoleAsync(socket, name);
                     }
                 default:
                     throw new UsageException($"unknown command 'vm {verb}' (see rempart vm --help)");
@@ -281,15 +275,29 @@ internal static class VmCommands
         return string.Join('\n', lines);
     }
 
-    private static async Task<int> ConsoleAsync(string path, string name)
+    private static async Task<int> ConsoleAsync(string agentSocket, string name)
     {
-        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await s.ConnectAsync(new UnixDomainSocketEndPoint(path));
-        Console.Error.WriteLine($"console of {name} (audited by the agent); end with Ctrl-D");
-        using var net = new NetworkStream(s, ownsSocket: false);
-        var fromVm = net.CopyToAsync(Console.OpenStandardOutput());
-        var toVm = Console.OpenStandardInput().CopyToAsync(net);
-        await Task.WhenAny(fromVm, toVm);
+        Stream console;
+        try
+        {
+            console = await ConsoleClient.OpenAsync(agentSocket, name, Environment.GetEnvironmentVariable("SUDO_USER") ?? Environment.UserName);
+        }
+        catch (ConsoleRefusedException e)
+        {
+            Console.Error.WriteLine($"error: {e.Id}: {e.Message}");
+            return e.Status is >= 400 and < 500 ? Program.Invalid : Program.Failure;
+        }
+        catch (SocketException e)
+        {
+            throw new HttpRequestException(e.Message, e);
+        }
+        await using (console)
+        {
+            Console.Error.WriteLine($"console of {name} (relayed and recorded by the agent); end with Ctrl-D");
+            var fromVm = console.CopyToAsync(Console.OpenStandardOutput());
+            var toVm = Console.OpenStandardInput().CopyToAsync(console);
+            await Task.WhenAny(fromVm, toVm);
+        }
         return Program.Ok;
     }
 

@@ -51,13 +51,42 @@ internal static class VmEndpoints
                 return Problem(e);
             }
         });
-        app.MapPost("/v1/vms/{name}/console", (string name, JsonObject? body, VmManager m) => Guard(() =>
+        // The console is relayed by the agent on the upgraded connection (ConsoleClient, ConsoleSession):
+        // the client never gets QEMU's serial socket, so the whole session is seen and recorded.
+        app.MapPost("/v1/vms/{name}/console", async (HttpContext http, string name, VmManager m) =>
         {
-            var who = body?["user"]?.GetValue<string>() ?? "unknown";
-            var socket = m.ConsoleSocket(name, who);
-            m.Audit.Append("vm.console.opened", name, new Dictionary<string, object?> { ["by"] = who });
-            return Results.Json(new { socket }, Json);
-        }));
+            var upgrade = http.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpUpgradeFeature>();
+            if (upgrade is not { IsUpgradableRequest: true }
+                || !string.Equals(http.Request.Headers.Upgrade.ToString(), ConsoleClient.Protocol, StringComparison.OrdinalIgnoreCase))
+            {
+                http.Response.Headers.Upgrade = ConsoleClient.Protocol;
+                await Results.Problem(title: "vm.console.upgrade", statusCode: 426, type: "urn:rempart:problem:vm.console.upgrade",
+                    detail: $"the console is a byte stream on this connection: send 'Connection: Upgrade' and 'Upgrade: {ConsoleClient.Protocol}' (rempart vm console does)").ExecuteAsync(http);
+                return;
+            }
+            var who = http.Request.Query["user"].ToString();
+            if (who.Length is 0 or > 64 || who.Any(char.IsControl))
+            {
+                who = "unknown";
+            }
+            var peer = PeerCredentials.Of(http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionSocketFeature>()?.Socket);
+            ConsoleSession session;
+            try
+            {
+                session = await m.OpenConsoleAsync(name, who, peer, http.RequestAborted);
+            }
+            catch (VmOperationException e)
+            {
+                await Problem(e).ExecuteAsync(http);
+                return;
+            }
+            await using (session)
+            {
+                http.Response.Headers.Upgrade = ConsoleClient.Protocol;
+                var stream = await upgrade.UpgradeAsync();
+                await session.RelayAsync(stream, m.Stopping);
+            }
+        });
         app.MapPost("/v1/vms/{name}/qmp", async (string name, JsonObject body, VmManager m, CancellationToken ct) =>
         {
             try
@@ -102,6 +131,8 @@ internal static class VmEndpoints
         "vm.not-found" or "vm.snapshot.not-found" => 404,
         "vm.exists" or "vm.running" or "vm.not-running" or "agent.no-token" => 409,
         "vm.console.shielded" or "kp.integrity" => 403,
+        "vm.console.busy" => 409,
+        "vm.console.connect" => 502,
         "vm.name" or "vm.request" or "vm.image.missing" or "vm.snapshot.name" or "vm.migrate.target" => 400,
         "vm.migrate.connect" => 502,
         "vm.busy" or "vm.export.exists" => 409,

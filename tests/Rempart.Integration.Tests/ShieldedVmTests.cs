@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.Sockets;
@@ -211,18 +212,19 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
         var pid = JsonNode.Parse(started.Stdout)!["pid"]!.GetValue<int>();
         Assert.Contains("-serial", (await File.ReadAllTextAsync($"/proc/{pid}/cmdline")).Split('\0'));
 
-        // The console goes through the agent, which records the session.
-        var console = await agent.PostAsJsonAsync("v1/vms/unsigned/console", new { user = "test" });
-        Assert.True(console.IsSuccessStatusCode, await console.Content.ReadAsStringAsync());
-        var path = JsonNode.Parse(await console.Content.ReadAsStringAsync())!["socket"]!.GetValue<string>();
-        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await s.ConnectAsync(new UnixDomainSocketEndPoint(path));
+        // The console goes through the agent, which relays and records the session.
+        var plain = await agent.PostAsJsonAsync("v1/vms/unsigned/console", new { user = "test" });
+        Assert.Equal(System.Net.HttpStatusCode.UpgradeRequired, plain.StatusCode);
+        Assert.Contains("vm.console.upgrade", await plain.Content.ReadAsStringAsync());
+        await using var s = await ConsoleClient.OpenAsync(h.Socket, "unsigned", "test");
+        var busy = await Assert.ThrowsAsync<ConsoleRefusedException>(() => ConsoleClient.OpenAsync(h.Socket, "unsigned", "second"));
+        Assert.Equal(("vm.console.busy", 409), (busy.Id, busy.Status));
         var text = new StringBuilder();
         var buffer = new byte[4096];
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(8));
         while (!text.ToString().Contains("Access Denied", StringComparison.Ordinal) && !text.ToString().Contains("Security Violation", StringComparison.Ordinal))
         {
-            int n = await s.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+            int n = await s.ReadAsync(buffer, cts.Token);
             Assert.True(n > 0, "the console closed before the firmware's refusal:\n" + text);
             text.Append(Encoding.ASCII.GetString(buffer, 0, n));
         }
@@ -235,6 +237,21 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             .Select(r => r!["event"]!.GetValue<string>()).ToList();
         Assert.Contains("vm.console.opened", events);
         Assert.Contains("vm.killed", events);
+        // The kill closed QEMU's serial socket: the relay ends and records the session, with what went through it.
+        JsonNode? closed = null;
+        for (var wait = Stopwatch.StartNew(); closed is null && wait.Elapsed < TimeSpan.FromSeconds(30); await Task.Delay(200))
+        {
+            closed = JsonNode.Parse(Cli("host", "audit", "--format", "json").Ok().Stdout)!["records"]!.AsArray()
+                .FirstOrDefault(r => r!["event"]!.GetValue<string>() == "vm.console.closed");
+        }
+        Assert.NotNull(closed);
+        var opened = JsonNode.Parse(Cli("host", "audit", "--format", "json").Ok().Stdout)!["records"]!.AsArray()
+            .Single(r => r!["event"]!.GetValue<string>() == "vm.console.opened");
+        Assert.Equal(opened!["session"]!.GetValue<string>(), closed!["session"]!.GetValue<string>());
+        Assert.Equal("test", opened["by"]!.GetValue<string>());
+        Assert.Equal(Environment.ProcessId, opened["peerPid"]!.GetValue<int>());
+        Assert.Equal("vm", closed["endedBy"]!.GetValue<string>());
+        Assert.True(closed["bytesFromVm"]!.GetValue<long>() >= text.Length, closed.ToJsonString());
     }
 
     /// <summary>The vTPM's RSA EK certificate, read from a swtpm started on the bundle's state with the VM's key (the VM stopped).</summary>

@@ -49,6 +49,7 @@ public sealed partial class VmManager : IAsyncDisposable
     private readonly QmpAllowlist _allowlist = new();
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _locks = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, RunningVm> _running = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string> _consoles = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _life = new();
     private (DateTime Mtime, QemuVersion Version)? _qemuVersion;
 
@@ -447,21 +448,55 @@ public sealed partial class VmManager : IAsyncDisposable
         return Status(name);
     }
 
-    /// <summary>The console: refused (and audited) for a shielded VM; otherwise the serial socket's path, the session audited by the caller.</summary>
-    public string ConsoleSocket(string name, string who)
+    /// <summary>
+    /// Opens the console of a running encryption-supported VM: refused (and audited) for a shielded
+    /// one, <c>vm.console.busy</c> while another session is open. The agent connects to QEMU's
+    /// serial socket itself and records <c>vm.console.opened</c> (who the client says it is, and
+    /// who the kernel says it is); <see cref="ConsoleSession.RelayAsync"/> records <c>vm.console.closed</c>.
+    /// </summary>
+    public async Task<ConsoleSession> OpenConsoleAsync(string name, string who, PeerCredentials? peer, CancellationToken ct)
     {
         var bundle = Load(name);
+        var by = new Dictionary<string, object?> { ["by"] = who, ["peerUid"] = peer?.Uid, ["peerPid"] = peer?.Pid };
         if (bundle.Config.Shielding == KeyProtection.ShieldingLevel.Shielded)
         {
-            _audit.Append("vm.console.refused", name, new Dictionary<string, object?> { ["by"] = who, ["reason"] = "shielded" });
+            _audit.Append("vm.console.refused", name, new Dictionary<string, object?>(by) { ["reason"] = "shielded" });
             throw new VmOperationException("vm.console.shielded", $"{name} is shielded: it has no console, by design (DESIGN.md G7)");
         }
         if (!_running.TryGetValue(name, out var vm) || vm.State.SerialSocket is null)
         {
             throw new VmOperationException("vm.not-running", $"{name} is not running");
         }
-        return vm.State.SerialSocket;
+        var id = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
+        if (!_consoles.TryAdd(name, id))
+        {
+            throw new VmOperationException("vm.console.busy", $"a console session of {name} is already open (session {_consoles.GetValueOrDefault(name)}); one at a time — close it first");
+        }
+        var serial = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct, _life.Token);
+            timeout.CancelAfter(TimeSpan.FromSeconds(10));
+            await serial.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(vm.State.SerialSocket), timeout.Token);
+        }
+        catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException)
+        {
+            serial.Dispose();
+            _consoles.TryRemove(name, out _);
+            throw new VmOperationException("vm.console.connect", $"the serial socket of {name} does not answer: {e.Message}");
+        }
+        _audit.Append("vm.console.opened", name, new Dictionary<string, object?>(by) { ["session"] = id });
+        return new ConsoleSession(id, serial,
+            closed => _audit.Append("vm.console.closed", name, new Dictionary<string, object?>
+            {
+                ["session"] = id, ["endedBy"] = closed.EndedBy, ["bytesToVm"] = closed.BytesToVm,
+                ["bytesFromVm"] = closed.BytesFromVm, ["durationMs"] = closed.DurationMs,
+            }),
+            () => _consoles.TryRemove(new KeyValuePair<string, string>(name, id)));
     }
+
+    /// <summary>The agent's stop: console relays end (recorded as ended by the agent).</summary>
+    public CancellationToken Stopping => _life.Token;
 
     /// <summary>A QMP command on a running VM, through the allowlist (refusals are <c>qmp.refused.*</c>).</summary>
     public async Task<System.Text.Json.Nodes.JsonNode?> QmpAsync(string name, string command, System.Text.Json.Nodes.JsonObject? args, CancellationToken ct)
