@@ -168,6 +168,11 @@ public static class Program
                     }
                 }
 
+                if (loads.Any(l => l.ErrorCount > 0))
+                {
+                    // A 500 says only "internal": the cause is in the Guardian's log (type and message, never key material).
+                    progress.WriteLine($"releasebench [{provider}]: errors; the Guardian's last lines:\n{guardian.LastOutput()}");
+                }
                 var verify = System.Text.Json.Nodes.JsonNode.Parse(await admin.GetTextAsync("v1/audit/verify"))!;
                 var result = new ProviderResult(provider, o.Hosts, vms.Count, raw, withImport, loads, verify["ok"]!.GetValue<bool>(), verify["records"]!.GetValue<long>());
                 return (result, steps);

@@ -213,6 +213,13 @@ public sealed class Pkcs11KeyProvider : KeyProviderBase
         {
             throw new KeyProviderException("keys.pkcs11.operation", $"token '{_token}' failed {e.Method} ({e.RV})", e);
         }
+        catch (AttributeValueException e)
+        {
+            // C_GetAttributeValue said the value is unavailable (seen on SoftHSM2 2.6 reading a derived
+            // Z under ~400 derivations/s): a token failure like the others, so the release is refused
+            // (503) and audited instead of escaping as an unaudited 500.
+            throw new KeyProviderException("keys.pkcs11.operation", $"token '{_token}' did not return an attribute value ({e.Message})", e);
+        }
     }
 
     private sealed record TokenKey(IObjectHandle Private, byte[] Spki);
