@@ -87,8 +87,24 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             Assert.Equal("software", st["ramProtection"]!.GetValue<string>());
             qemuPid = st["pid"]!.GetValue<int>();
             var releaseId = st["releaseId"]!.GetValue<string>();
-            var user = Host.Qemu.UnixUsers.Lookup(Host.Qemu.UnixUsers.VmUser);
-            Assert.StartsWith($"{user.Uid}\t", ProcStatus(qemuPid)["Uid"]);
+            // QEMU and swtpm run as this VM's own uid (real, effective, saved, filesystem), from the
+            // range systemd leaves unused, with no user entry; the VM's disk is that uid's alone for the run.
+            var ids = ProcStatus(qemuPid)["Uid"].Split('\t').Distinct().ToList();
+            Assert.Single(ids);
+            int vmUid = int.Parse(ids[0], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.InRange(vmUid, 0x70020000, 0x7002FFFF);
+            Assert.Equal($"{vmUid}\t{vmUid}\t{vmUid}\t{vmUid}", ProcStatus(qemuPid)["Gid"]);
+            Assert.DoesNotContain(File.ReadLines("/etc/passwd"), l => l.Split(':')[2] == ids[0]);
+            var asVmUid = Directory.EnumerateDirectories("/proc").Where(d => Path.GetFileName(d).All(char.IsAsciiDigit))
+                .Select(d => { try { return (Status: ProcStatus(int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture)), Pid: d); } catch (IOException) { return default; } })
+                .Where(p => p.Status is not null && p.Status["Uid"].Split('\t')[0] == ids[0]).Select(p => p.Status["Name"]).Order().ToList();
+            Assert.Equal(["qemu-system-x86", "swtpm"], asVmUid);
+            var systemDisk = Path.Combine(bundle, "disks", "system.qcow2");
+            Assert.Equal(ids[0], Tool.Run("stat", ["-c", "%u", systemDisk]).Ok().Stdout.Trim());
+            Assert.Equal(0, Tool.Run("setpriv", [$"--reuid={vmUid}", $"--regid={vmUid}", "--clear-groups", "head", "-c", "4", systemDisk]).ExitCode);
+            var otherVm = Tool.Run("setpriv", [$"--reuid={vmUid + 1}", $"--regid={vmUid + 1}", "--clear-groups", "head", "-c", "4", systemDisk]);
+            Assert.NotEqual(0, otherVm.ExitCode); // another VM's uid cannot open this VM's disk
+            Assert.Contains("Permission denied", otherVm.Stderr);
             var cmdline = (await File.ReadAllTextAsync($"/proc/{qemuPid}/cmdline")).Split('\0');
             Assert.DoesNotContain("-serial", cmdline);
             Assert.DoesNotContain(cmdline, a => a.Contains("secret", StringComparison.Ordinal) || a.Contains(markerText, StringComparison.Ordinal));

@@ -184,7 +184,7 @@ public sealed partial class VmManager
             using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             listener.Bind(new UnixDomainSocketEndPoint(socketPath));
             listener.Listen(1);
-            Chown(UnixUsers.Lookup(_o.VmUser), socketPath);
+            Chown(vm.State.RunUser(_o.VmUser), socketPath);
             vm.Qemu.Qmp.Allowlist.AllowMigrationTo(uri);
             await vm.Qemu.Qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = uri }, null, ct);
             migrating = true;

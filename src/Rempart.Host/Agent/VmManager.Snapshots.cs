@@ -64,7 +64,7 @@ public sealed partial class VmManager
             {
                 throw new VmOperationException("vm.snapshot.exists", $"{name} already has a snapshot named {id} (snapshot ids are never reused)");
             }
-            var user = UnixUsers.Lookup(_o.VmUser);
+            var user = vm.State.RunUser(_o.VmUser);
             var clock = Stopwatch.StartNew();
             progress?.Report("asking the Guardian for the VM's key with a fresh health token");
             var (vmk, release) = await ReleaseAsync(File.ReadAllText(Path.Combine(bundle.Directory, VmBundle.KeyProtectorFile)), ct);

@@ -50,6 +50,7 @@ public sealed partial class VmManager : IAsyncDisposable
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _locks = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, RunningVm> _running = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, string> _consoles = new(StringComparer.Ordinal);
+    private readonly VmUids _uids;
     private readonly CancellationTokenSource _life = new();
     private (DateTime Mtime, QemuVersion Version)? _qemuVersion;
 
@@ -68,6 +69,7 @@ public sealed partial class VmManager : IAsyncDisposable
         _o = options;
         _release = release;
         _audit = audit;
+        _uids = new VmUids(options.VmUidFirst, options.VmUidCount);
         _probe = new KvmProbe(options.FirmwareCode, VmBundle.TemplatePath(SecureBootTemplate.Snakeoil), options.Qemu);
         foreach (var d in new[] { options.VmsDir, options.RunDir })
         {
@@ -104,6 +106,10 @@ public sealed partial class VmManager : IAsyncDisposable
             if (state is null)
             {
                 continue;
+            }
+            if (state.VmUid != 0)
+            {
+                _uids.Hold(name, state.VmUid);
             }
             try
             {
@@ -275,7 +281,6 @@ public sealed partial class VmManager : IAsyncDisposable
             {
                 throw new VmOperationException(e.Id, e.Message, e);
             }
-            var user = UnixUsers.Lookup(_o.VmUser);
             var clock = Stopwatch.StartNew();
             progress?.Report("asking the Guardian for the VM's key with a fresh health token");
             var kpText = System.Text.Encoding.UTF8.GetString(File.ReadAllBytes(Path.Combine(dir, VmBundle.KeyProtectorFile)));
@@ -285,11 +290,13 @@ public sealed partial class VmManager : IAsyncDisposable
             VtpmProcess? vtpm = null;
             NvramRunCopy? nvram = null;
             QemuProcess? qemu = null;
+            UnixUser? user = null;
             try
             {
                 using (vmk)
                 {
                     bundle.CheckKey(vmk);
+                    user = _uids.Allocate(name);
                     if (incoming is not null)
                     {
                         await incoming.PrepareAsync(bundle, vmk, progress, ct);
@@ -349,7 +356,7 @@ public sealed partial class VmManager : IAsyncDisposable
                     }
                     var state = new VmRunState(name, bundle.Config.VmId, qemu.Pid, vtpm.ProcessId, run, spec.QmpSocket, spec.PidFile, vtpm.ControlSocket,
                         spec.SerialSocket, nvram.Path, release.ReleaseId, release.AuditSeq, DateTimeOffset.UtcNow, probe.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",
-                        probe.Reason, invocation.RamProtection.Kind, invocation.RamProtection.MemoryLocked, invocation.RamProtection.Limits);
+                        probe.Reason, invocation.RamProtection.Kind, invocation.RamProtection.MemoryLocked, invocation.RamProtection.Limits, user.Uid);
                     state.Save(_o.StateDir);
                     var vm = new RunningVm(state, qemu, vtpm, nvram);
                     _running[name] = vm;
@@ -390,6 +397,10 @@ public sealed partial class VmManager : IAsyncDisposable
                 TakeBack(bundle);
                 TryDelete(run);
                 VmRunState.Delete(_o.StateDir, name);
+                if (user is not null)
+                {
+                    _uids.Release(name, user.Uid);
+                }
                 _audit.Append("vm.start.failed", name, new Dictionary<string, object?> { ["reason"] = e is VmOperationException v ? v.Id : e.GetType().Name });
                 throw e switch
                 {
@@ -671,6 +682,7 @@ public sealed partial class VmManager : IAsyncDisposable
         }
         TryDelete(state.RunDir);
         VmRunState.Delete(_o.StateDir, state.Name);
+        _uids.Release(state.Name, state.VmUid);
         _audit.Append("vm.ended", state.Name, new Dictionary<string, object?> { ["note"] = note });
         return note;
     }

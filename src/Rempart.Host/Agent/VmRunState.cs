@@ -7,7 +7,7 @@ namespace Rempart.Host.Agent;
 /// <summary>
 /// Where the agent keeps its VMs, and what it runs them with: VmsDir holds the bundles (DATA/vms),
 /// StateDir the agent's record of each running VM (DATA/vm-state, 0700), RunDir the per-VM run
-/// folders (sockets, pid file) owned by the VM user, ShmDir the memory-backed storage for the clear
+/// folders (sockets, pid file) owned by the VM's own uid, ShmDir the memory-backed storage for the clear
 /// UEFI variable store while a VM runs.
 /// </summary>
 public sealed record VmHostOptions(
@@ -20,6 +20,12 @@ public sealed record VmHostOptions(
     string VmUser = Qemu.UnixUsers.VmUser)
 {
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The first of the uids given to running VMs, one each (<see cref="VmUids"/>).</summary>
+    public int VmUidFirst { get; init; } = VmUids.DefaultFirst;
+
+    /// <summary>How many uids from <see cref="VmUidFirst"/> on.</summary>
+    public int VmUidCount { get; init; } = VmUids.DefaultCount;
 
     /// <summary>Where this agent accepts live migrations (none when null).</summary>
     public System.Net.IPEndPoint? MigrationListen { get; init; }
@@ -53,8 +59,13 @@ public sealed record VmRunState(
     string AcceleratorReason,
     string RamProtection,
     bool MemoryLocked,
-    IReadOnlyList<string> RamLimits)
+    IReadOnlyList<string> RamLimits,
+    int VmUid = 0)
 {
+    /// <summary>The user QEMU and swtpm run as: the VM's own uid (<see cref="VmUids"/>), or for a VM started by an agent before per-VM uids, the shared <paramref name="legacyUser"/>.</summary>
+    public Qemu.UnixUser RunUser(string legacyUser) =>
+        VmUid != 0 ? new Qemu.UnixUser($"vm-uid-{VmUid}", VmUid, VmUid) : Qemu.UnixUsers.Lookup(legacyUser);
+
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
 
     public static string PathFor(string stateDir, string name) => Path.Combine(stateDir, name + ".json");
