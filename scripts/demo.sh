@@ -137,7 +137,7 @@ marker="$(cat "$guests/marker.txt")"
 if grep -rqF "$marker" "$bundle"; then fail "the marker text is in clear in the bundle"; fi
 echo "the guest's marker text ($marker) is nowhere in the bundle in clear"
 
-step "rempart vm start demo-vm: fresh health token → key release → swtpm → NVRAM in memory → sandboxed QEMU as rempart-vm"
+step "rempart vm start demo-vm: fresh health token → key release → swtpm → NVRAM in memory → sandboxed QEMU as the VM's own uid"
 "$rempart" vm start demo-vm
 "$rempart" vm status demo-vm
 
