@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The key release benchmark (bench/README.md, "Key release"): builds the Guardian (Release) and the
 # benchmark into a private output, checks that SoftHSM2 is installed (scripts/softhsm.sh makes a
-# fresh token per run), then runs the file provider and the pkcs11 provider one after the other.
+# fresh token per run), then runs the file provider and the pkcs11 provider one after the other,
+# each with a closed loop (capacity) then an open loop at half that rate (latency).
 #
 #   bash bench/release-load.sh [rempart-releasebench options]     e.g. --duration 30 --format json
 #
