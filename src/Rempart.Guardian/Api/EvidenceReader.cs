@@ -50,13 +50,25 @@ internal static class EvidenceReader
         }
     }
 
+    /// <summary>
+    /// The whole body, or an <see cref="OperationCanceledException"/>: a read cancelled before the
+    /// body's end (the request aborted, or a pending read cancelled) never yields the bytes read so
+    /// far as if they were the body — the endpoint then answers nothing.
+    /// </summary>
     private static async Task<byte[]> ReadAllAsync(PipeReader reader, CancellationToken ct)
     {
         while (true)
         {
             var read = await reader.ReadAsync(ct);
-            if (read.IsCompleted || read.IsCanceled)
+            if (read.IsCanceled)
             {
+                reader.AdvanceTo(read.Buffer.Start);
+                ct.ThrowIfCancellationRequested();
+                throw new OperationCanceledException("the request body's read was cancelled before its end");
+            }
+            if (read.IsCompleted)
+            {
+                ct.ThrowIfCancellationRequested();
                 var body = read.Buffer.ToArray();
                 reader.AdvanceTo(read.Buffer.End);
                 return body;
