@@ -50,7 +50,7 @@ public static class StepCosts
         {
             ("ecdh.derive", "P-384 DeriveRawSecretAgreement, peer imported once (the raw operation)",
                 () => guardianKey.DeriveRawSecretAgreement(peerImported.PublicKey)),
-            ("ecdh.import-spki", "P-384 ImportSubjectPublicKeyInfo of the KP's epk (KeyProviderBase.PeerPoint)",
+            ("ecdh.import-spki", "P-384 ImportSubjectPublicKeyInfo of the KP's epk (PeerKey.Import: a PeerKeyCache miss)",
                 () => { using var k = ECDiffieHellman.Create(); k.ImportSubjectPublicKeyInfo(peerSpki, out _); k.ExportParameters(false); }),
             ("token.verify", "P-256 VerifyData of a token-sized message, key imported once (HealthTokens)",
                 () => verifier.VerifyData(token, sig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation)),
