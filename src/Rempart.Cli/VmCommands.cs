@@ -15,7 +15,7 @@ namespace Rempart.Cli;
 /// </summary>
 internal static class VmCommands
 {
-    private static readonly HashSet<string> Flags = ["help"];
+    private static readonly HashSet<string> Flags = ["help", "accept-restored-state"];
     private static readonly HashSet<string> Repeatable = ["disk"];
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
@@ -28,7 +28,10 @@ internal static class VmCommands
               protector), imports IMAGE as the encrypted disk 'system' (LUKS qcow2, AES-256-XTS),
               adds the other disks, creates the UEFI variables from the template (encrypted) and the
               vTPM (swtpm_setup, state encrypted). Shows progress.
-          start NAME     fresh health token → key release → swtpm → NVRAM in memory → QEMU (sandboxed, unprivileged)
+          start NAME [--accept-restored-state]
+                         fresh health token → key release → swtpm → NVRAM in memory → QEMU (sandboxed, its own uid).
+                         Refused (vm.state.rollback) when the UEFI variables or vTPM state are not what the agent
+                         last left (an older copy put back); --accept-restored-state accepts them (audited)
           stop NAME [--timeout SECONDS]   ACPI power button, then QMP quit after the timeout (default 60)
           kill NAME      SIGKILL QEMU (the NVRAM is still re-encrypted and the clear copy removed)
           status NAME    state, pid, accelerator, RAM protection, release id
@@ -68,8 +71,9 @@ internal static class VmCommands
                 case "start":
                     {
                         var name = Name();
+                        var accept = a.Flag("accept-restored-state");
                         a.EnsureAllUsed();
-                        return await StreamAsync(http, $"v1/vms/{name}/start", new JsonObject(), "status", format, Detail);
+                        return await StreamAsync(http, $"v1/vms/{name}/start", new JsonObject { ["acceptRestoredState"] = accept }, "status", format, Detail);
                     }
                 case "stop" or "kill":
                     {

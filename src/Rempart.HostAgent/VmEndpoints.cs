@@ -37,7 +37,11 @@ internal static class VmEndpoints
             }
             await StreamAsync(http, "status", (p, ct) => m.CreateAsync(request, p, ct));
         });
-        app.MapPost("/v1/vms/{name}/start", (HttpContext http, string name, VmManager m) => StreamAsync(http, "status", (p, ct) => m.StartAsync(name, p, ct)));
+        app.MapPost("/v1/vms/{name}/start", (HttpContext http, string name, JsonObject? body, VmManager m) =>
+        {
+            var accept = body?["acceptRestoredState"] is JsonValue v && v.TryGetValue(out bool b) && b;
+            return StreamAsync(http, "status", (p, ct) => m.StartAsync(name, accept, p, ct));
+        });
         app.MapPost("/v1/vms/{name}/stop", async (string name, JsonObject? body, VmManager m, CancellationToken ct) =>
         {
             var force = body?["force"]?.GetValue<bool>() ?? false;
@@ -131,7 +135,7 @@ internal static class VmEndpoints
         "vm.not-found" or "vm.snapshot.not-found" => 404,
         "vm.exists" or "vm.running" or "vm.not-running" or "agent.no-token" => 409,
         "vm.console.shielded" or "kp.integrity" => 403,
-        "vm.console.busy" => 409,
+        "vm.console.busy" or "vm.state.rollback" => 409,
         "vm.console.connect" => 502,
         "vm.name" or "vm.request" or "vm.image.missing" or "vm.snapshot.name" or "vm.migrate.target" => 400,
         "vm.migrate.connect" => 502,

@@ -77,6 +77,10 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             Assert.True(Contains(File.ReadAllBytes(VmBundle.TemplatePath(SecureBootTemplate.Snakeoil)), snakeoil), "the template has no 'Fort Collins'");
             Assert.False(Contains(File.ReadAllBytes(Path.Combine(bundle, "nvram.enc")), snakeoil), "nvram.enc holds the template in clear");
             var ekBefore = ReadEkCertificate(bundle, vmk, Path.Combine(dir, "ek1"));
+            // The state as created: put back after a run, it is an older authentic copy (a rollback).
+            var asCreated = Directory.CreateDirectory(Path.Combine(dir, "as-created")).FullName;
+            File.Copy(Path.Combine(bundle, "nvram.enc"), Path.Combine(asCreated, "nvram.enc"));
+            var vtpmAsCreated = Directory.EnumerateFiles(Path.Combine(bundle, "vtpm")).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
 
             // vm start.
             var started = Cli("vm", "start", "web1", "--format", "json");
@@ -189,6 +193,34 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
             var releases = await g.Admin.GetStringAsync("v1/releases?vmId=vm-e2e-1");
             Assert.Contains(releaseId, releases);
 
+            // Rollback: the variables and vTPM state as created are put back (authentic, older). vm start
+            // refuses before asking for the key; --accept-restored-state starts on them, audited.
+            File.Copy(Path.Combine(asCreated, "nvram.enc"), Path.Combine(bundle, "nvram.enc"), overwrite: true);
+            foreach (var f in Directory.EnumerateFiles(Path.Combine(bundle, "vtpm")))
+            {
+                File.Delete(f);
+            }
+            foreach (var (name, bytes) in vtpmAsCreated)
+            {
+                File.WriteAllBytes(Path.Combine(bundle, "vtpm", name), bytes);
+                File.SetUnixFileMode(Path.Combine(bundle, "vtpm", name), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
+            var rolledBack = Cli("vm", "start", "web1");
+            Assert.Equal(1, rolledBack.ExitCode);
+            output.WriteLine(rolledBack.Stderr);
+            Assert.Contains("vm.state.rollback", rolledBack.Stderr);
+            Assert.Contains("vTPM state", rolledBack.Stderr);
+            Assert.DoesNotContain("key released", rolledBack.Stderr);
+            Assert.False(File.Exists(Path.Combine(data, "vm-state", "web1.json")));
+            var accepted = Cli("vm", "start", "web1", "--accept-restored-state", "--format", "json");
+            Assert.True(accepted.ExitCode == 0, accepted.Stdout + accepted.Stderr);
+            Assert.Contains("accepted as asked", accepted.Stderr);
+            Assert.True(Cli("vm", "kill", "web1").ExitCode == 0);
+            var stateEvents = JsonNode.Parse(Cli("host", "audit", "--format", "json").Ok().Stdout)!["records"]!.AsArray()
+                .Select(r => r!["event"]!.GetValue<string>()).ToList();
+            Assert.Contains("vm.state.rollback", stateEvents);
+            Assert.True(stateEvents.IndexOf("vm.state.rollback") < stateEvents.LastIndexOf("vm.state.accepted"), string.Join(",", stateEvents));
+
             // The host becomes unhealthy (an extra PCR_Extend): no key, QEMU never starts, nothing left behind.
             using (var c = host.Tpm.Client())
             {
@@ -273,7 +305,14 @@ public sealed class ShieldedVmTests(ITestOutputHelper output)
     /// <summary>The vTPM's RSA EK certificate, read from a swtpm started on the bundle's state with the VM's key (the VM stopped).</summary>
     private static byte[] ReadEkCertificate(string bundle, VmMasterKey vmk, string run)
     {
-        using var v = VtpmProcess.Start(Path.Combine(bundle, "vtpm"), vmk, run, dataSocket: true);
+        // On a copy: a swtpm run changes the state (reset counter), and the agent refuses to start
+        // on vTPM state it did not leave (vm.state.rollback).
+        var copy = Directory.CreateDirectory(run + "-state").FullName;
+        foreach (var f in Directory.EnumerateFiles(Path.Combine(bundle, "vtpm")))
+        {
+            File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+        }
+        using var v = VtpmProcess.Start(copy, vmk, run, dataSocket: true);
         using var tpm = TpmClient.Open("swtpm:unix:" + v.DataSocket);
         return tpm.NvRead(EkCertRsaIndex);
     }

@@ -156,6 +156,7 @@ public sealed partial class VmManager
                     throw new VmOperationException("vm.exists", $"a VM named {vm} already exists on this host");
                 }
                 Directory.Move(partial, BundleDir(vm));
+                SealState(vm, VmBundle.Load(BundleDir(vm)), "vm import");
             }
             finally
             {
@@ -185,6 +186,7 @@ public sealed partial class VmManager
                 throw new VmOperationException("vm.running", $"{name} is running: stop it first");
             }
             Directory.Delete(bundle.Directory, recursive: true);
+            StateSeal.Delete(_o.StateDir, name);
             _audit.Append("vm.deleted", name, new Dictionary<string, object?> { ["vmId"] = bundle.Config.VmId });
         }
         finally

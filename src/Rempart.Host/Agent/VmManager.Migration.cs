@@ -264,6 +264,7 @@ public sealed partial class VmManager
             }
             await vm.Finished.Task.WaitAsync(TimeSpan.FromMinutes(5), ct);
             Directory.Delete(bundle.Directory, recursive: true);
+            StateSeal.Delete(_o.StateDir, name);
             var result = new VmMigrationResult(name, auth.MigrationId, target.ToString(), destinationHost, streamBytes, fileBytes, downtime, clock.ElapsedMilliseconds);
             _audit.Append("vm.migrated", name, new Dictionary<string, object?>
             {

@@ -200,6 +200,7 @@ public sealed partial class VmManager : IAsyncDisposable
                     Directory.Delete(dir, recursive: true); // a new, incomplete bundle: nothing of value lost
                     throw e is VmBundleException b ? new VmOperationException(b.Id, b.Message, b) : e;
                 }
+                SealState(r.Name, bundle, "vm create");
                 _audit.Append("vm.created", r.Name, new Dictionary<string, object?>
                 {
                     ["vmId"] = bundle.Config.VmId, ["releaseId"] = release.ReleaseId, ["disks"] = bundle.Config.Disks.Select(d => d.Id).ToArray(),
@@ -257,8 +258,16 @@ public sealed partial class VmManager : IAsyncDisposable
     /// </summary>
     public Task<VmStatus> StartAsync(string name, IProgress<string>? progress, CancellationToken ct) => StartAsync(name, progress, null, ct);
 
+    /// <summary>
+    /// <c>vm start</c>; with <paramref name="acceptRestoredState"/>, UEFI variables and vTPM state
+    /// that are not what this agent last left (<see cref="StateSeal"/>) are accepted — audited —
+    /// instead of refused with <c>vm.state.rollback</c>.
+    /// </summary>
+    public Task<VmStatus> StartAsync(string name, bool acceptRestoredState, IProgress<string>? progress, CancellationToken ct) =>
+        StartAsync(name, progress, null, ct, acceptRestoredState: acceptRestoredState);
+
     /// <summary>A start, or with <paramref name="incoming"/> a restore (VmManager.Snapshots.cs): the snapshot is checked after the release and before anything starts, then fed to QEMU before <c>cont</c>.</summary>
-    private async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, IIncoming? incoming, CancellationToken ct, KeyRelease? releaseOverride = null, bool gateHeld = false)
+    private async Task<VmStatus> StartAsync(string name, IProgress<string>? progress, IIncoming? incoming, CancellationToken ct, KeyRelease? releaseOverride = null, bool gateHeld = false, bool acceptRestoredState = false)
     {
         var dir = BundleDir(name);
         var gate = _locks.GetOrAdd(name, _ => new SemaphoreSlim(1, 1));
@@ -280,6 +289,10 @@ public sealed partial class VmManager : IAsyncDisposable
             catch (VmBundleException e)
             {
                 throw new VmOperationException(e.Id, e.Message, e);
+            }
+            if (incoming is null)
+            {
+                CheckStateSeal(name, bundle, acceptRestoredState, progress);
             }
             var clock = Stopwatch.StartNew();
             progress?.Report("asking the Guardian for the VM's key with a fresh health token");
@@ -395,6 +408,7 @@ public sealed partial class VmManager : IAsyncDisposable
                 {
                 }
                 TakeBack(bundle);
+                SealState(name, bundle, "start failed");
                 TryDelete(run);
                 VmRunState.Delete(_o.StateDir, name);
                 if (user is not null)
@@ -675,7 +689,9 @@ public sealed partial class VmManager : IAsyncDisposable
         }
         try
         {
-            TakeBack(VmBundle.Load(dir));
+            var bundle = VmBundle.Load(dir);
+            TakeBack(bundle);
+            SealState(state.Name, bundle, "run ended");
         }
         catch (VmBundleException)
         {
@@ -685,6 +701,51 @@ public sealed partial class VmManager : IAsyncDisposable
         _uids.Release(state.Name, state.VmUid);
         _audit.Append("vm.ended", state.Name, new Dictionary<string, object?> { ["note"] = note });
         return note;
+    }
+
+    /// <summary>
+    /// Refuses to start on UEFI variables or vTPM state other than what this agent last left
+    /// (<see cref="StateSeal"/>): an older authentic copy put back. A VM without a seal (made by
+    /// an earlier agent) is sealed as it is now. Nothing has been released or started yet.
+    /// </summary>
+    private void CheckStateSeal(string name, VmBundle bundle, bool accept, IProgress<string>? progress)
+    {
+        var recorded = StateSeal.Load(_o.StateDir, name);
+        if (recorded is null)
+        {
+            StateSeal.Record(_o.StateDir, name, bundle, "first start with a seal");
+            _audit.Append("vm.state.sealed", name, new Dictionary<string, object?> { ["reason"] = "no seal yet: the current state is taken as this agent's" });
+            return;
+        }
+        var differs = StateSeal.Of(bundle, "start").Differences(recorded);
+        if (differs.Count == 0)
+        {
+            progress?.Report("UEFI variables and vTPM state are the ones this agent left (no rollback)");
+            return;
+        }
+        var details = new Dictionary<string, object?> { ["differs"] = differs.ToArray(), ["sealedAt"] = recorded.At, ["sealedBy"] = recorded.By };
+        if (!accept)
+        {
+            _audit.Append("vm.state.rollback", name, details);
+            throw new VmOperationException("vm.state.rollback",
+                $"{name}: the {string.Join(" and the ", differs)} are not what this agent left ({recorded.By}, {recorded.At:yyyy-MM-dd HH:mm:ss}Z): an older copy put back? Nothing was started. If you restored them on purpose (a backup), start with --accept-restored-state (audited)");
+        }
+        _audit.Append("vm.state.accepted", name, details);
+        progress?.Report($"the {string.Join(" and the ", differs)} differ from what this agent left; accepted as asked (audited)");
+        StateSeal.Record(_o.StateDir, name, bundle, "accepted at start");
+    }
+
+    /// <summary>Records what the bundle's variables and vTPM state are now; a failure to read them is audited, not thrown (the next start then refuses, failing closed).</summary>
+    private void SealState(string name, VmBundle bundle, string by)
+    {
+        try
+        {
+            StateSeal.Record(_o.StateDir, name, bundle, by);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _audit.Append("vm.state.seal-failed", name, new Dictionary<string, object?> { ["reason"] = e.Message });
+        }
     }
 
     /// <summary>The VM user gets its disks and vTPM state for the run; the bundle folders become traversable (not listable).</summary>
@@ -734,6 +795,10 @@ public sealed partial class VmManager : IAsyncDisposable
             {
                 using var p = Process.GetProcessById(pid);
                 p.Kill();
+                for (int i = 0; i < 50 && QemuProcess.Alive(pid); i++)
+                {
+                    Thread.Sleep(100); // gone before its state files are hashed (StateSeal)
+                }
             }
         }
         catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
