@@ -208,14 +208,18 @@ public sealed class AttestationService(IGuardianStore store, GuardianOptions opt
             LastClock = clock.Clock,
             LastStatus = status,
         };
-        // The host's state, the token and the evidence together, or none of them (one round trip on PostgreSQL).
-        await store.RecordAttestationAsync(updated, new IssuedTokenRecord(jti, host.Id, now, expires, null),
-            new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(pcrs), status, quote, quoteSig, nonce), ct);
+        // The host's state, the token, the evidence and their audit records together, or none of them;
+        // durable before the host gets its token (on PostgreSQL, in the audit's group commit).
+        var records = new List<AuditEntry>(2);
+        var recordedAt = time.GetUtcNow();
         if (host.State != HostStates.Healthy || reboot)
         {
-            await audit.WriteAsync("host.state", host.Id, new { from = host.State, to = HostStates.Healthy, reboot }, ct);
+            records.Add(new AuditEntry("host.state", host.Id, JsonSerializer.Serialize(new { from = host.State, to = HostStates.Healthy, reboot }), recordedAt));
         }
-        await audit.WriteAsync("attestation." + status, host.Id, new { jti, reboot, policy = policyId, policyVersion, warnings = warnings.Select(w => w.Id).ToArray() }, ct);
+        records.Add(new AuditEntry("attestation." + status, host.Id,
+            JsonSerializer.Serialize(new { jti, reboot, policy = policyId, policyVersion, warnings = warnings.Select(w => w.Id).ToArray() }), recordedAt));
+        await store.RecordAttestationAsync(updated, new IssuedTokenRecord(jti, host.Id, now, expires, null),
+            new EvidenceRecord(host.Id, now, log, JsonSerializer.Serialize(pcrs), status, quote, quoteSig, nonce), records, ct);
         return new AttestationResult(host.Id, status, warnings, token, expires, reboot);
     }
 

@@ -173,6 +173,16 @@ public interface IGuardianStore : IAsyncDisposable
     /// </summary>
     Task RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence, CancellationToken ct = default);
 
+    /// <summary>
+    /// <see cref="RecordAttestationAsync(HostRecord, IssuedTokenRecord, EvidenceRecord, CancellationToken)"/>
+    /// and the audit records of that attestation (appended as <see cref="AppendAuditAsync"/> does, in
+    /// order), all in one transaction: when the task completes, all of it is durable; when it fails,
+    /// none of it is stored. A backend may commit several callers' attestations together.
+    /// </summary>
+    /// <returns>The audit records appended, in the order of <paramref name="audit"/>.</returns>
+    Task<IReadOnlyList<AuditRecord>> RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence,
+        IReadOnlyList<AuditEntry> audit, CancellationToken ct = default);
+
     Task<EvidenceRecord?> GetLatestEvidenceAsync(string hostId, CancellationToken ct = default);
 
     /// <summary>Appends an audit record, chaining its hash to the previous one, serialised across concurrent writers and replicas.</summary>

@@ -41,7 +41,10 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
             builder.ConnectionStringBuilder.NoResetOnClose = true;
         }
         _dataSource = builder.Build();
-        _audit = new AuditBatcher(AppendAuditBatchAsync);
+        // A PostgresException is the server's refusal of a statement: the batch's transaction was
+        // rolled back, so its callers can be tried one by one (never after a lost connection, when
+        // the commit's outcome is unknown).
+        _audit = new AuditBatcher(AppendAuditBatchAsync, e => e is PostgresException);
     }
 
     public override Task MigrateAsync(CancellationToken ct = default) =>
@@ -93,17 +96,33 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
     }
 
     /// <summary>
-    /// One batch of audit records (called by the batcher's single writer only; the batch is written
-    /// for several callers, so no one caller's cancellation may abort it). Once this store knows the
-    /// head — the last record it appended — the records are chained to it and sent with the lock in
-    /// one round trip, as one implicit transaction: <c>pg_advisory_xact_lock</c>, then one INSERT of
-    /// every record (a fixed statement over arrays, prepared once, whatever the batch's size). When
-    /// another replica appended in between, record head + 1 exists and the unique seq (and
-    /// prev_hash) rejects the whole INSERT; the batch is then chained again to the head read under
-    /// the lock, as on the first append. The chain is the same record by record either way.
+    /// Through the audit batcher: the attestation's statements run in the transaction of the audit
+    /// batch that appends its records, so a batch of attestations costs one commit (and one round
+    /// trip), not one transaction each plus their share of the audit's.
     /// </summary>
-    private async Task<IReadOnlyList<AuditRecord>> AppendAuditBatchAsync(IReadOnlyList<AuditEntry> entries)
+    public override async Task<IReadOnlyList<AuditRecord>> RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence,
+        IReadOnlyList<AuditEntry> audit, CancellationToken ct = default)
     {
+        var write = new AttestationWrite(host, token, evidence);
+        _ = AttestationStatements(write); // checks the records belong together before anything is queued
+        return await _audit.AppendAsync(new AuditWork(audit, write), ct);
+    }
+
+    /// <summary>
+    /// One batch of audit records, with the attestations they record (called by the batcher's single
+    /// writer only; the batch is written for several callers, so no one caller's cancellation may
+    /// abort it). Once this store knows the head — the last record it appended — the records are
+    /// chained to it and sent with the lock in one round trip, as one implicit transaction:
+    /// <c>pg_advisory_xact_lock</c>, each attestation's host update, token and evidence, then one
+    /// INSERT of every record (a fixed statement over arrays, prepared once, whatever the batch's
+    /// size). When another replica appended in between, record head + 1 exists and the unique seq
+    /// (and prev_hash) rejects the whole transaction; the batch is then chained again to the head
+    /// read under the lock, as on the first append. The chain is the same record by record either way.
+    /// </summary>
+    private async Task<IReadOnlyList<AuditRecord>> AppendAuditBatchAsync(IReadOnlyList<AuditWork> work)
+    {
+        var entries = work.SelectMany(w => w.Entries).ToList();
+        var attestations = work.Where(w => w.Attestation is not null).Select(w => w.Attestation!).ToList();
         if (_auditHead is { } head)
         {
             var records = StoreSql.ChainAudit(head.Seq, head.Hash, entries);
@@ -113,14 +132,27 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
                 var lockCommand = new NpgsqlBatchCommand(AdvisoryLockSql);
                 lockCommand.Parameters.AddWithValue("key", AuditLockKey);
                 batch.BatchCommands.Add(lockCommand);
+                foreach (var a in attestations)
+                {
+                    foreach (var (sql, bind) in AttestationStatements(a))
+                    {
+                        batch.BatchCommands.Add(BatchCommand(sql, bind));
+                    }
+                }
                 var insert = new NpgsqlBatchCommand(InsertAuditSql);
                 BindAudit(insert.Parameters, records);
                 batch.BatchCommands.Add(insert);
                 await batch.ExecuteNonQueryAsync(CancellationToken.None);
+                for (int i = 0; i < attestations.Count; i++)
+                {
+                    // The host's update is the first of its three (after the lock). A missing host fails
+                    // its token's foreign key, and the transaction with it, so this is only a safeguard.
+                    CheckRecorded(attestations[i], batch.BatchCommands[1 + 3 * i].RecordsAffected);
+                }
                 _auditHead = (records[^1].Seq, records[^1].Hash);
                 return records;
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation && e.TableName == "audit_log")
             {
                 // The head moved (another replica): nothing of this batch was stored.
                 _auditHead = null;
@@ -128,16 +160,43 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
         }
         var appended = await InTransactionAsync(AuditLockKey, async (c, tx) =>
         {
+            var connection = (NpgsqlConnection)c;
+            var transaction = (NpgsqlTransaction)tx;
+            // As in the batch: a missing host fails its token's foreign key (a PostgresException, so
+            // the batcher retries the others alone) and rolls back the whole transaction.
+            foreach (var a in attestations)
+            {
+                foreach (var (sql, bind) in AttestationStatements(a))
+                {
+                    await using var cmd = new NpgsqlCommand(sql, connection, transaction);
+                    bind(cmd);
+                    await cmd.ExecuteNonQueryAsync(CancellationToken.None);
+                }
+            }
             // Under READ COMMITTED, the read after the lock sees the previous holder's committed records.
             var (seq, hash) = await StoreSql.ReadAuditHeadAsync(c, tx, CancellationToken.None);
             var records = StoreSql.ChainAudit(seq, hash, entries);
-            await using var insert = new NpgsqlCommand(InsertAuditSql, (NpgsqlConnection)c, (NpgsqlTransaction)tx);
+            await using var insert = new NpgsqlCommand(InsertAuditSql, connection, transaction);
             BindAudit(insert.Parameters, records);
             await insert.ExecuteNonQueryAsync(CancellationToken.None);
             return records;
         }, CancellationToken.None);
         _auditHead = (appended[^1].Seq, appended[^1].Hash);
         return appended;
+    }
+
+    /// <summary>A statement of the shared SQL as a batch command (the shared binders write to a command; their parameters move).</summary>
+    private static NpgsqlBatchCommand BatchCommand(string sql, Action<System.Data.Common.DbCommand> bind)
+    {
+        using var staging = new NpgsqlCommand();
+        bind(staging);
+        var command = new NpgsqlBatchCommand(sql);
+        foreach (var p in staging.Parameters.ToArray())
+        {
+            staging.Parameters.Remove(p);
+            command.Parameters.Add(p);
+        }
+        return command;
     }
 
     private const string AdvisoryLockSql = "SELECT pg_advisory_xact_lock(@key)";
@@ -194,16 +253,7 @@ public sealed class PostgresGuardianStore : SqlGuardianStore
         await using var batch = _dataSource.CreateBatch();
         foreach (var (sql, bind) in statements)
         {
-            // The shared binders write to a command; their parameters move to the batch command.
-            await using var staging = new NpgsqlCommand();
-            bind(staging);
-            var command = new NpgsqlBatchCommand(sql);
-            foreach (var p in staging.Parameters.ToArray())
-            {
-                staging.Parameters.Remove(p);
-                command.Parameters.Add(p);
-            }
-            batch.BatchCommands.Add(command);
+            batch.BatchCommands.Add(BatchCommand(sql, bind));
         }
         await batch.ExecuteNonQueryAsync(ct);
         var counts = new int[batch.BatchCommands.Count];

@@ -132,21 +132,39 @@ public abstract class SqlGuardianStore : IGuardianStore
 
     public async Task RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence, CancellationToken ct = default)
     {
+        var write = new AttestationWrite(host, token, evidence);
+        var counts = await ExecuteAtomicallyAsync(AttestationStatements(write), ct);
+        CheckRecorded(write, counts[0]);
+    }
+
+    public abstract Task<IReadOnlyList<AuditRecord>> RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence,
+        IReadOnlyList<AuditEntry> audit, CancellationToken ct = default);
+
+    /// <summary>
+    /// An attestation's three statements, the host first: when it no longer exists the token's and
+    /// evidence's foreign keys fail, and with them the whole transaction.
+    /// </summary>
+    protected static (string Sql, Action<DbCommand> Bind)[] AttestationStatements(AttestationWrite write)
+    {
+        var (host, token, evidence) = write;
         if (token.HostId != host.Id || evidence.HostId != host.Id)
         {
             throw new ArgumentException("the token and the evidence must be the host's");
         }
-        // The host first: when it no longer exists the token's and evidence's foreign keys fail,
-        // and with them the whole transaction.
-        var counts = await ExecuteAtomicallyAsync(
+        return
         [
             (StoreSql.UpdateHostAttestation, cmd => StoreSql.BindHostAttestation(cmd, host)),
             (StoreSql.InsertToken, cmd => StoreSql.BindToken(cmd, token)),
             (StoreSql.SaveEvidence, cmd => StoreSql.BindEvidence(cmd, evidence)),
-        ], ct);
-        if (counts[0] == 0)
+        ];
+    }
+
+    /// <summary>Throws when the host's update (the first of <see cref="AttestationStatements"/>) changed no row.</summary>
+    protected static void CheckRecorded(AttestationWrite write, int hostRows)
+    {
+        if (hostRows == 0)
         {
-            throw new KeyNotFoundException($"host '{host.Id}' does not exist");
+            throw new KeyNotFoundException($"host '{write.Host.Id}' does not exist");
         }
     }
 

@@ -106,6 +106,32 @@ public sealed class SqliteGuardianStore : SqlGuardianStore
         // BEGIN IMMEDIATE: the write lock is held from the read of the last record to the commit.
         WriteAsync((c, tx) => StoreSql.AppendAuditAsync(c, tx, kind, subject, dataJson, at, ct), ct);
 
+    /// <summary>
+    /// The attestation's statements and its audit records in one write of the single writer (one
+    /// savepoint of a group commit): a failing statement rolls back its records too.
+    /// </summary>
+    public override Task<IReadOnlyList<AuditRecord>> RecordAttestationAsync(HostRecord host, IssuedTokenRecord token, EvidenceRecord evidence,
+        IReadOnlyList<AuditEntry> audit, CancellationToken ct = default)
+    {
+        var write = new AttestationWrite(host, token, evidence);
+        var statements = AttestationStatements(write);
+        ArgumentOutOfRangeException.ThrowIfZero(audit.Count);
+        return WriteAsync(async (c, tx) =>
+        {
+            for (int i = 0; i < statements.Length; i++)
+            {
+                await using var cmd = Command(c, tx, statements[i].Sql);
+                statements[i].Bind(cmd);
+                int rows = await cmd.ExecuteNonQueryAsync(ct);
+                if (i == 0)
+                {
+                    CheckRecorded(write, rows);
+                }
+            }
+            return await StoreSql.AppendAuditAsync(c, tx, audit, ct);
+        }, ct);
+    }
+
     public override async ValueTask DisposeAsync()
     {
         // Writes already queued are still committed; later ones are refused by the closed queue.

@@ -58,6 +58,79 @@ public abstract partial class StoreContractTests
         await Assert.ThrowsAsync<ArgumentException>(() => Store.RecordAttestationAsync(NewHost("h1"), token, evidence));
     }
 
+    private static AuditEntry[] AuditOf(string host, int n) =>
+        [new("host.state", host, $$"""{"n":{{n}}}""", T0.AddMinutes(n)), new("attestation.affirming", host, $$"""{"jti":"jti-{{host}}-{{n}}"}""", T0.AddMinutes(n))];
+
+    [Fact]
+    public async Task Recording_an_attestation_with_its_audit_records_stores_all_of_them_chained()
+    {
+        await Store.InsertHostAsync(NewHost("h1"));
+        var before = await Store.AppendAuditAsync("host.approved", "h1", "{}", T0);
+        var (host, token, evidence) = Affirmed("h1", 1);
+        var records = await Store.RecordAttestationAsync(host, token, evidence, AuditOf("h1", 1));
+        Assert.Equal(Json(host), Json(await Store.GetHostAsync("h1")));
+        Assert.Equal(Json(token), Json(await Store.GetTokenAsync(token.Jti)));
+        Assert.Equal(Json(evidence), Json(await Store.GetLatestEvidenceAsync("h1")));
+        Assert.Equal(["host.state", "attestation.affirming"], records.Select(r => r.Kind));
+        Assert.Equal(before.Hash, records[0].PrevHash);
+        var all = await Store.ReadAuditAsync(1, 10);
+        Assert.Equal(Json(records), Json(all.Skip(1)));
+        Assert.True(AuditChain.Verify(all).Ok);
+    }
+
+    [Fact]
+    public async Task Recording_an_attestation_of_a_missing_host_stores_neither_it_nor_its_audit_records()
+    {
+        await Store.AppendAuditAsync("host.approved", "h1", "{}", T0);
+        var (host, token, evidence) = Affirmed("gone", 1);
+        var e = await Record.ExceptionAsync(() => Store.RecordAttestationAsync(host, token, evidence, AuditOf("gone", 1)));
+        Assert.True(e is KeyNotFoundException or DbException, $"unexpected {e?.GetType().Name}: {e?.Message}");
+        Assert.Null(await Store.GetTokenAsync(token.Jti));
+        Assert.Null(await Store.GetLatestEvidenceAsync("gone"));
+        Assert.Single(await Store.ReadAuditAsync(1, 10));
+        await Assert.ThrowsAsync<ArgumentException>(() => Store.RecordAttestationAsync(NewHost("h1"), token, evidence, AuditOf("h1", 1)));
+    }
+
+    [Fact]
+    public async Task Concurrent_attestations_commit_together_and_a_failing_one_fails_alone()
+    {
+        const int hosts = 40;
+        for (int i = 0; i < hosts; i++)
+        {
+            await Store.InsertHostAsync(NewHost($"h{i}"));
+        }
+        // Every seventh attestation is of a host that does not exist: it must fail without taking its batch with it.
+        var outcomes = await Concurrently(hosts, async i =>
+        {
+            var id = i % 7 == 3 ? $"gone{i}" : $"h{i}";
+            var (host, token, evidence) = Affirmed(id, 1);
+            try
+            {
+                return (Id: id, Records: await Store.RecordAttestationAsync(host, token, evidence, AuditOf(id, 1)));
+            }
+            catch (Exception e) when (e is KeyNotFoundException or DbException)
+            {
+                return (Id: id, Records: (IReadOnlyList<AuditRecord>?)null);
+            }
+        });
+        foreach (var (id, records) in outcomes)
+        {
+            bool exists = !id.StartsWith("gone", StringComparison.Ordinal);
+            Assert.Equal(exists, records is not null);
+            Assert.Equal(exists, await Store.GetTokenAsync($"jti-{id}-1") is not null);
+            Assert.Equal(exists, await Store.GetLatestEvidenceAsync(id) is not null);
+            if (records is not null)
+            {
+                Assert.All(records, r => Assert.Equal(id, r.Subject));
+                Assert.Equal(records[0].Seq + 1, records[1].Seq);
+            }
+        }
+        var all = await Store.ReadAuditAsync(1, 1000);
+        Assert.Equal(2 * outcomes.Count(o => o.Records is not null), all.Count);
+        Assert.DoesNotContain(all, r => r.Subject.StartsWith("gone", StringComparison.Ordinal));
+        Assert.True(AuditChain.Verify(all).Ok);
+    }
+
     [Fact]
     public async Task A_nonce_is_stored_only_for_a_host_that_exists_and_is_not_removed()
     {
