@@ -65,9 +65,9 @@ public sealed class ConsoleSession : IAsyncDisposable
     /// </summary>
     public async Task<ConsoleSummary> RelayAsync(Stream client, CancellationToken ct)
     {
-        if (Interlocked.Exchange(ref _relayed, 1) != 0)
+        if (Interlocked.CompareExchange(ref _relayed, 1, 0) != 0)
         {
-            throw new InvalidOperationException("a console session is relayed once");
+            throw new InvalidOperationException("a console session is relayed once, before it is disposed");
         }
         var clock = Stopwatch.StartNew();
         long toVm = 0, fromVm = 0;
@@ -117,8 +117,13 @@ public sealed class ConsoleSession : IAsyncDisposable
         }
     }
 
+    /// <summary>Closes the serial connection and frees the VM's console; a session never relayed (the client left before the upgrade) is recorded as ended by an error.</summary>
     public ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _relayed, 2) == 0)
+        {
+            _closed(new ConsoleSummary("error", 0, 0, 0));
+        }
         _serial.Dispose();
         _release();
         return ValueTask.CompletedTask;

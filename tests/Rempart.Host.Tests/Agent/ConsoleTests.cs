@@ -174,6 +174,20 @@ public sealed class ConsoleTests : IDisposable
         serialQemu2.Dispose();
     }
 
+    [Fact]
+    public async Task A_session_disposed_without_a_relay_is_recorded_as_ended_by_an_error_once()
+    {
+        var (serialAgent, serialQemu) = await RawPairAsync();
+        var closed = new List<ConsoleSummary>();
+        int released = 0;
+        var session = new ConsoleSession("s4", serialAgent, closed.Add, () => released++);
+        await session.DisposeAsync();
+        Assert.Equal([new ConsoleSummary("error", 0, 0, 0)], closed);
+        Assert.Equal(1, released);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => session.RelayAsync(new MemoryStream(), CancellationToken.None));
+        serialQemu.Dispose();
+    }
+
     /// <summary>A fake agent that reads the request and writes <paramref name="answer"/> (then closes, unless told not to).</summary>
     private async Task AnswerAsync(byte[] answer, bool close = true)
     {
