@@ -355,6 +355,7 @@ public sealed partial class VmManager
             return;
         }
         var listener = new TcpListener(endpoint);
+        var connections = new SemaphoreSlim(MaxMigrationConnections); // not disposed: connections still running release it after the listener stops
         listener.Start();
         _audit.Append("agent.migration-listener", "agent", new Dictionary<string, object?> { ["address"] = endpoint.ToString() });
         try
@@ -370,9 +371,15 @@ public sealed partial class VmManager
                 {
                     return;
                 }
+                if (!connections.Wait(0))
+                {
+                    client.Dispose(); // more than MaxMigrationConnections at once: not a migration this host has room for
+                    continue;
+                }
                 _ = Task.Run(async () =>
                 {
                     using (client)
+                    using (Defer(() => connections.Release()))
                     {
                         client.NoDelay = true;
                         try
@@ -405,19 +412,16 @@ public sealed partial class VmManager
         var clock = Stopwatch.StartNew();
         try
         {
-            var hello = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "hello");
+            // A source says hello as soon as it is connected: an idle peer is dropped after 10 s.
+            var hello = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct, HelloTimeout), "hello");
             if (Text(hello, "protocol", 64) != MigrationKeys.Protocol)
             {
                 throw new VmOperationException("vm.migrate.protocol", $"the source speaks '{SecureChannel.Printable(Text(hello, "protocol", 64), 64)}', this agent {MigrationKeys.Protocol}");
             }
             name = CheckName(Text(hello, "vm", 63));
             var vmId = Text(hello, "vmId", 64);
-            gate = _locks.GetOrAdd(name, _ => new SemaphoreSlim(1, 1));
-            if (!await gate.WaitAsync(TimeSpan.Zero, ct))
-            {
-                gate = null;
-                throw new VmOperationException("vm.busy", $"{name} is being changed on this host");
-            }
+            // No lock yet: until the Guardian has accepted this migration the peer is anyone, and
+            // holding the VM's name for it would let anyone delay real migrations (vm.busy).
             if (Directory.Exists(BundleDir(name)))
             {
                 throw new VmOperationException("vm.exists", $"a VM named {name} already exists on the destination");
@@ -442,6 +446,17 @@ public sealed partial class VmManager
             if (acc.Destination.HostId != me.HostId || acc.VmId != vmId || acc.MigrationId != migrationId)
             {
                 throw new VmOperationException("vm.migrate.authorisation", "the Guardian's migration record names another host or VM");
+            }
+            // Authorised by the Guardian for this host: now the name is taken (or the migration refused).
+            gate = _locks.GetOrAdd(name, _ => new SemaphoreSlim(1, 1));
+            if (!await gate.WaitAsync(TimeSpan.Zero, ct))
+            {
+                gate = null;
+                throw new VmOperationException("vm.busy", $"{name} is being changed on this host");
+            }
+            if (Directory.Exists(BundleDir(name)))
+            {
+                throw new VmOperationException("vm.exists", $"a VM named {name} already exists on the destination");
             }
             var vmk = await Host.UnwrapAsync(acc.Release, kp, me, ct);
             var vmkCopy = VmMasterKey.FromBytes(vmk.Bytes);
@@ -846,6 +861,18 @@ public sealed partial class VmManager
     }
 
     /// <summary>One protocol step with its own time limit (a silent peer never holds a migration forever).</summary>
+    /// <summary>Connections the migration listener serves at once, handshakes included; more are closed at once.</summary>
+    public const int MaxMigrationConnections = 8;
+
+    private static readonly TimeSpan HelloTimeout = TimeSpan.FromSeconds(10);
+
+    private sealed class Deferred(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+
+    private static IDisposable Defer(Action action) => new Deferred(action);
+
     private static Task<T> Step<T>(Func<CancellationToken, Task<T>> receive, CancellationToken ct, TimeSpan? limit = null) =>
         MigrationRelay.WithLimit(receive, ct, limit ?? StepTimeout);
 
