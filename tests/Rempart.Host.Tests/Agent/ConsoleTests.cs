@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
 using Rempart.Host.Agent;
+using Rempart.Host.Tests.Infrastructure;
 
 namespace Rempart.Host.Tests.Agent;
 
@@ -12,7 +13,9 @@ namespace Rempart.Host.Tests.Agent;
 public sealed class ConsoleTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("rempart-console-").FullName;
-    private int _n;
+    private readonly SocketPairs _pairs;
+
+    public ConsoleTests() => _pairs = new SocketPairs(_dir);
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
@@ -25,7 +28,7 @@ public sealed class ConsoleTests : IDisposable
     [Fact]
     public async Task A_101_answer_gives_the_stream_with_the_bytes_that_came_with_the_headers()
     {
-        var (client, server) = await PairAsync();
+        var (client, server) = await _pairs.StreamsAsync();
         var agent = Task.Run(async () =>
         {
             var request = await ReadHeadAsync(server);
@@ -116,8 +119,8 @@ public sealed class ConsoleTests : IDisposable
     [Fact]
     public async Task The_relay_carries_both_ways_and_records_a_client_end()
     {
-        var (serialAgent, serialQemu) = await RawPairAsync();
-        var (client, agentSide) = await PairAsync();
+        var (serialAgent, serialQemu) = await _pairs.RawAsync();
+        var (client, agentSide) = await _pairs.StreamsAsync();
         var closed = new List<ConsoleSummary>();
         bool released = false;
         await using (var session = new ConsoleSession("s1", serialAgent, closed.Add, () => released = true))
@@ -144,8 +147,8 @@ public sealed class ConsoleTests : IDisposable
     [Fact]
     public async Task The_relay_ends_when_qemu_closes_the_serial_socket_or_the_agent_stops()
     {
-        var (serialAgent, serialQemu) = await RawPairAsync();
-        var (client, agentSide) = await PairAsync();
+        var (serialAgent, serialQemu) = await _pairs.RawAsync();
+        var (client, agentSide) = await _pairs.StreamsAsync();
         var closed = new List<ConsoleSummary>();
         await using (var session = new ConsoleSession("s2", serialAgent, closed.Add, () => { }))
         {
@@ -159,8 +162,8 @@ public sealed class ConsoleTests : IDisposable
             Assert.Equal("bye", Encoding.ASCII.GetString(rest.ToArray()));
         }
 
-        var (serialAgent2, serialQemu2) = await RawPairAsync();
-        var (client2, agentSide2) = await PairAsync();
+        var (serialAgent2, serialQemu2) = await _pairs.RawAsync();
+        var (client2, agentSide2) = await _pairs.StreamsAsync();
         using var stopping = new CancellationTokenSource();
         await using (var session = new ConsoleSession("s3", serialAgent2, closed.Add, () => { }))
         {
@@ -177,7 +180,7 @@ public sealed class ConsoleTests : IDisposable
     [Fact]
     public async Task A_session_disposed_without_a_relay_is_recorded_as_ended_by_an_error_once()
     {
-        var (serialAgent, serialQemu) = await RawPairAsync();
+        var (serialAgent, serialQemu) = await _pairs.RawAsync();
         var closed = new List<ConsoleSummary>();
         int released = 0;
         var session = new ConsoleSession("s4", serialAgent, closed.Add, () => released++);
@@ -191,7 +194,7 @@ public sealed class ConsoleTests : IDisposable
     /// <summary>A fake agent that reads the request and writes <paramref name="answer"/> (then closes, unless told not to).</summary>
     private async Task AnswerAsync(byte[] answer, bool close = true)
     {
-        var (client, server) = await PairAsync();
+        var (client, server) = await _pairs.StreamsAsync();
         var agent = Task.Run(async () =>
         {
             await ReadHeadAsync(server);
@@ -221,23 +224,5 @@ public sealed class ConsoleTests : IDisposable
             head.Append((char)one[0]);
         }
         return head.ToString();
-    }
-
-    private async Task<(NetworkStream Client, NetworkStream Server)> PairAsync()
-    {
-        var (a, b) = await RawPairAsync();
-        return (new NetworkStream(a, ownsSocket: true), new NetworkStream(b, ownsSocket: true));
-    }
-
-    private async Task<(Socket A, Socket B)> RawPairAsync()
-    {
-        var path = Path.Combine(_dir, $"s{Interlocked.Increment(ref _n)}.sock");
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(path));
-        listener.Listen(1);
-        var a = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await a.ConnectAsync(new UnixDomainSocketEndPoint(path));
-        var b = await listener.AcceptAsync();
-        return (a, b);
     }
 }

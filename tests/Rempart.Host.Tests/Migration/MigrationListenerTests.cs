@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Rempart.Host.Agent;
 using Rempart.Attestation.Protocol;
 using Rempart.Host.Migration;
+using Rempart.Host.Tests.Infrastructure;
 
 namespace Rempart.Host.Tests.Migration;
 
@@ -14,7 +15,9 @@ namespace Rempart.Host.Tests.Migration;
 public sealed class MigrationListenerTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("rempart-miglisten-").FullName;
-    private int _n;
+    private readonly SocketPairs _pairs;
+
+    public MigrationListenerTests() => _pairs = new SocketPairs(_dir);
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
@@ -29,8 +32,8 @@ public sealed class MigrationListenerTests : IDisposable
     {
         await using var m = Manager();
         var hello = new JsonObject { ["type"] = "hello", ["protocol"] = MigrationKeys.Protocol, ["vm"] = "web1", ["vmId"] = "vm-1", ["kpId"] = "kp" };
-        var (peer1, dest1) = await PairAsync();
-        var (peer2, dest2) = await PairAsync();
+        var (peer1, dest1) = await _pairs.StreamsAsync();
+        var (peer2, dest2) = await _pairs.StreamsAsync();
         var receive1 = Task.Run(() => m.ReceiveMigrationAsync(dest1, "peer1", CancellationToken.None));
         var receive2 = Task.Run(() => m.ReceiveMigrationAsync(dest2, "peer2", CancellationToken.None));
         await using var c1 = new SecureChannel(peer1);
@@ -49,7 +52,7 @@ public sealed class MigrationListenerTests : IDisposable
     public async Task A_peer_that_never_says_hello_is_dropped_long_before_the_90_s_step_limit()
     {
         await using var m = Manager();
-        var (peer, dest) = await PairAsync();
+        var (peer, dest) = await _pairs.StreamsAsync();
         var receive = Task.Run(() => m.ReceiveMigrationAsync(dest, "idle", CancellationToken.None));
         await Ended(receive).WaitAsync(TimeSpan.FromSeconds(40));
         var said = new MemoryStream();
@@ -67,18 +70,6 @@ public sealed class MigrationListenerTests : IDisposable
         {
             // refused or cut: what matters here is that it ends
         }
-    }
-
-    private async Task<(NetworkStream Peer, NetworkStream Destination)> PairAsync()
-    {
-        var path = Path.Combine(_dir, $"p{Interlocked.Increment(ref _n)}.sock");
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(path));
-        listener.Listen(1);
-        var a = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await a.ConnectAsync(new UnixDomainSocketEndPoint(path));
-        var b = await listener.AcceptAsync();
-        return (new NetworkStream(a, ownsSocket: true), new NetworkStream(b, ownsSocket: true));
     }
 
     private sealed class NoGuardian : IMigrationHost
