@@ -207,11 +207,7 @@ public static class ConsoleClient
 
     private static ConsoleRefusedException Garbled(string message) => new("console.protocol", message, 0);
 
-    private static string Printable(string s)
-    {
-        var t = new string(s.Select(c => char.IsControl(c) ? '?' : c).ToArray());
-        return t.Length > 200 ? t[..200] + "…" : t;
-    }
+    private static string Printable(string s) => Migration.SecureChannel.Printable(s, 200);
 
     /// <summary>Bytes that arrived with the answer's headers, then the connection.</summary>
     private sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream

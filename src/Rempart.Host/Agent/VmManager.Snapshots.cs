@@ -382,16 +382,14 @@ public sealed partial class VmManager
     }
 
     /// <summary>
-    /// The other end of a migration socket must be this VM's QEMU (SO_PEERCRED): every VM runs as the
-    /// same user, so another VM's QEMU could otherwise connect to the agent's socket first, or stand in
-    /// for the incoming socket, and its bytes would be sealed into, or read from, this VM's snapshot.
+    /// The other end of a migration socket must be this VM's QEMU (<see cref="PeerCredentials"/>):
+    /// another process of the same uid, or root, could otherwise connect to the agent's socket first,
+    /// or stand in for the incoming socket, and its bytes would be sealed into, or read from, this
+    /// VM's snapshot.
     /// </summary>
     private static void RequirePeer(Socket conn, int pid)
     {
-        Span<byte> cred = stackalloc byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
-        const int SolSocket = 1, SoPeerCred = 17;
-        int n = conn.GetRawSocketOption(SolSocket, SoPeerCred, cred);
-        int peer = n == 12 ? System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(cred) : -1;
+        int peer = PeerCredentials.Of(conn)?.Pid ?? -1;
         if (peer != pid)
         {
             throw new VmOperationException("vm.snapshot.peer", $"the migration socket's peer is process {peer}, not this VM's QEMU ({pid})");

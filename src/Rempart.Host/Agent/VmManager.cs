@@ -165,31 +165,25 @@ public sealed partial class VmManager : IAsyncDisposable
                     File.SetUnixFileMode(dir, SecureFiles.DirMode);
                     // The disks (each with QEMU's fixed LUKS calibration) and the vTPM (swtpm_setup's
                     // key generation) are independent: made at the same time, they overlap on the cores.
-                    using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
                     var sources = r.ExtraDisks.Select(d => new NewDiskSource(d.Id, d.Image, d.Format, d.SizeBytes))
                         .Prepend(new NewDiskSource("system", r.Image, r.ImageFormat, 0)).ToList();
                     foreach (var d in sources.Where(d => d.Image is null))
                     {
                         progress?.Report($"disk {d.Id}: new, {d.SizeBytes} bytes, LUKS AES-256-XTS");
                     }
-                    var disks = CancelOthersOnFailure(bundle.AddDisksAsync(sources, vmk, DiskProgress(sources, progress), failed.Token), failed);
-                    var firmware = CancelOthersOnFailure(Task.Run(() =>
-                    {
-                        progress?.Report($"UEFI variables from the {VmConfig.ToWire(r.SecureBoot)} template, encrypted (AES-256-GCM)");
-                        bundle.CreateNvram(vmk);
-                        progress?.Report("vTPM: swtpm_setup manufactures it (EK and certificates), its state encrypted");
-                        bundle.CreateVtpm(vmk);
-                        progress?.Report("vTPM manufactured");
-                    }, failed.Token), failed);
-                    await Task.WhenAll(disks, firmware).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-                    ct.ThrowIfCancellationRequested();
-                    // The cause, not the cancellation it set off in the other task.
-                    foreach (var t in new[] { disks, firmware }.Where(t => t.IsFaulted).OrderBy(t => t.Exception!.InnerException is OperationCanceledException))
-                    {
-                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(t.Exception!.InnerException!);
-                    }
-                    await disks;
-                    await firmware;
+                    await ParallelWork.AllAsync(
+                    [
+                        failed => bundle.AddDisksAsync(sources, vmk, DiskProgress(sources, progress), failed),
+                        _ =>
+                        {
+                            progress?.Report($"UEFI variables from the {VmConfig.ToWire(r.SecureBoot)} template, encrypted (AES-256-GCM)");
+                            bundle.CreateNvram(vmk);
+                            progress?.Report("vTPM: swtpm_setup manufactures it (EK and certificates), its state encrypted");
+                            bundle.CreateVtpm(vmk);
+                            progress?.Report("vTPM manufactured");
+                            return Task.CompletedTask;
+                        },
+                    ], ct);
                     foreach (var d in bundle.Config.Disks.Where(d => sources.Any(s => s.Id == d.Id && s.Image is not null)))
                     {
                         progress?.Report($"disk {d.Id}: imported ({d.SizeBytes} bytes)");
@@ -236,20 +230,6 @@ public sealed partial class VmManager : IAsyncDisposable
                 progress.Report($"disk {id}: importing {Path.GetFileName(source.Image)} into LUKS qcow2, {pct}%");
             }
         };
-    }
-
-    /// <summary><paramref name="task"/>, cancelling <paramref name="others"/> when it fails.</summary>
-    private static async Task CancelOthersOnFailure(Task task, CancellationTokenSource others)
-    {
-        try
-        {
-            await task.ConfigureAwait(false);
-        }
-        catch
-        {
-            await others.CancelAsync().ConfigureAwait(false);
-            throw;
-        }
     }
 
     /// <summary>

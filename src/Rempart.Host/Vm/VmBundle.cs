@@ -51,8 +51,8 @@ public sealed class VmBundle
 
     /// <summary>
     /// Makes the folder (it must not exist, or be empty) with vm.json, vm.kp and the empty
-    /// subfolders. Disks, NVRAM and vTPM follow with the VMK (<see cref="AddDisk"/>,
-    /// <see cref="ImportDisk"/>, <see cref="CreateNvram"/>, <see cref="CreateVtpm"/>).
+    /// subfolders. Disks, NVRAM and vTPM follow with the VMK (<see cref="AddDisksAsync"/>,
+    /// <see cref="CreateNvram"/>, <see cref="CreateVtpm"/>).
     /// </summary>
     public static VmBundle Create(string directory, VmSpec spec, ReadOnlyMemory<byte> keyProtector, TimeProvider? time = null)
     {
@@ -141,25 +141,6 @@ public sealed class VmBundle
     /// <summary>Refuses a VMK that is not this bundle's (the key protector's MAC: <c>kp.integrity</c>).</summary>
     public void CheckKey(VmMasterKey vmk) => KeyProtector.VerifyIntegrity(vmk);
 
-    /// <summary>A new empty encrypted disk.</summary>
-    public void AddDisk(string id, long sizeBytes, VmMasterKey vmk, CancellationToken cancel = default)
-    {
-        var disk = NewDisk(id, sizeBytes, vmk);
-        string path = Path.Combine(Directory, disk.File);
-        EncryptedDisk.Create(path, sizeBytes, vmk, id, cancel);
-        Commit(disk);
-    }
-
-    /// <summary>Imports an image (raw, qcow2, …; <paramref name="sourceFormat"/> is given, never probed) into a new encrypted disk.</summary>
-    public void ImportDisk(string id, string source, string sourceFormat, VmMasterKey vmk, IProgress<double>? progress = null, CancellationToken cancel = default)
-    {
-        var size = EncryptedDiskSource.VirtualSize(source, sourceFormat);
-        var disk = NewDisk(id, size, vmk);
-        string path = Path.Combine(Directory, disk.File);
-        EncryptedDisk.Import(source, sourceFormat, path, vmk, id, progress, cancel);
-        Commit(disk);
-    }
-
     /// <summary>
     /// Makes several disks at once and records them in vm.json in the given order, all or none.
     /// Each qemu-img pays QEMU's fixed LUKS calibration (~1.8 CPU-s, docs/vm-bundle.md "Fixed cost
@@ -182,53 +163,39 @@ public sealed class VmBundle
         }
         _ = (Config with { Disks = [.. Config.Disks, .. planned] }).Validated();
 
-        using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         using var slots = new SemaphoreSlim(Math.Max(1, Environment.ProcessorCount));
         var made = new System.Collections.Concurrent.ConcurrentBag<string>();
-        var work = disks.Select((d, i) => Task.Run(async () =>
-        {
-            await slots.WaitAsync(failed.Token).ConfigureAwait(false);
-            try
-            {
-                string path = Path.Combine(Directory, planned[i].File);
-                made.Add(path);
-                if (d.Image is null)
-                {
-                    EncryptedDisk.Create(path, planned[i].SizeBytes, vmk, d.Id, failed.Token);
-                    progress?.Invoke(d.Id, 100);
-                }
-                else
-                {
-                    EncryptedDisk.Import(d.Image, d.Format, path, vmk, d.Id,
-                        progress is null ? null : new Reporter(p => progress(d.Id, p)), failed.Token);
-                }
-            }
-            catch
-            {
-                await failed.CancelAsync().ConfigureAwait(false);
-                throw;
-            }
-            finally
-            {
-                slots.Release();
-            }
-        }, CancellationToken.None)).ToArray();
         try
         {
-            await Task.WhenAll(work).ConfigureAwait(false);
+            await ParallelWork.AllAsync(disks.Select((d, i) => (Func<CancellationToken, Task>)(async ct =>
+            {
+                await slots.WaitAsync(ct).ConfigureAwait(false);
+                try
+                {
+                    string path = Path.Combine(Directory, planned[i].File);
+                    made.Add(path);
+                    if (d.Image is null)
+                    {
+                        EncryptedDisk.Create(path, planned[i].SizeBytes, vmk, d.Id, ct);
+                        progress?.Invoke(d.Id, 100);
+                    }
+                    else
+                    {
+                        EncryptedDisk.Import(d.Image, d.Format, path, vmk, d.Id,
+                            progress is null ? null : new Reporter(p => progress(d.Id, p)), ct);
+                    }
+                }
+                finally
+                {
+                    slots.Release();
+                }
+            })), cancel).ConfigureAwait(false);
         }
         catch
         {
             foreach (var path in made)
             {
                 File.Delete(path);
-            }
-            // The cause, not the cancellations it set off in the other disks.
-            var first = work.Where(t => t.IsFaulted).Select(t => t.Exception!.InnerException!).FirstOrDefault(e => e is not OperationCanceledException);
-            cancel.ThrowIfCancellationRequested();
-            if (first is not null)
-            {
-                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
             }
             throw;
         }
@@ -279,13 +246,6 @@ public sealed class VmBundle
             throw new VmBundleException("bundle.exists", $"{disk.File} already exists");
         }
         return disk;
-    }
-
-    private void Commit(VmDisk disk)
-    {
-        var next = Config with { Disks = [.. Config.Disks, disk] };
-        SecureFiles.WriteAtomic(Path.Combine(Directory, ConfigFile), next.ToJsonBytes());
-        Config = next;
     }
 
     private static string RequireFile(string directory, string name)

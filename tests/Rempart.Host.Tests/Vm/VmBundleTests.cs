@@ -12,18 +12,18 @@ public sealed class VmBundleTests : IDisposable
     public void Dispose() => Directory.Delete(_root, recursive: true);
 
     [Fact]
-    public void Create_add_a_disk_nvram_and_vtpm_then_load()
+    public async Task Create_add_a_disk_nvram_and_vtpm_then_load()
     {
         var (kpJson, vmk) = VmTestKeys.New("vm-web-01", ShieldingLevel.EncryptionSupported);
         using (vmk)
         {
             string dir = Path.Combine(_root, "vm-web-01");
             var b = VmBundle.Create(dir, new VmSpec("web-01", 512, 2), kpJson);
-            b.AddDisk("os", 64L << 20, vmk);
+            await b.AddDisksAsync([new("os", null, "qcow2", 64L << 20)], vmk);
             string image = Path.Combine(_root, "data.raw");
             File.WriteAllBytes(image, [.. "REMPART-DATA-DISK"u8, .. new byte[(2 << 20) - 17]]);
             var progress = new List<double>();
-            b.ImportDisk("data", image, "raw", vmk, new Progress(progress));
+            await b.AddDisksAsync([new("data", image, "raw", 0)], vmk, (_, p) => new Progress(progress).Report(p));
             Assert.Equal(100, progress[^1]);
             b.CreateNvram(vmk);
             b.CreateVtpm(vmk);
@@ -60,9 +60,9 @@ public sealed class VmBundleTests : IDisposable
             }
 
             using var stranger = VmTestKeys.Random();
-            Assert.Throws<KeyProtectorException>(() => loaded.AddDisk("data", 16L << 20, stranger));
-            Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => loaded.AddDisk("os", 16L << 20, vmk)).Id);
-            Assert.Equal("bundle.format", Assert.Throws<VmBundleException>(() => loaded.AddDisk("../x", 16L << 20, vmk)).Id);
+            await Assert.ThrowsAsync<KeyProtectorException>(() => loaded.AddDisksAsync([new("data", null, "qcow2", 16L << 20)], stranger));
+            Assert.Equal("bundle.exists", (await Assert.ThrowsAsync<VmBundleException>(() => loaded.AddDisksAsync([new("os", null, "qcow2", 16L << 20)], vmk))).Id);
+            Assert.Equal("bundle.format", (await Assert.ThrowsAsync<VmBundleException>(() => loaded.AddDisksAsync([new("../x", null, "qcow2", 16L << 20)], vmk))).Id);
             Assert.Equal(2, VmBundle.Load(dir).Config.Disks.Count);
             Assert.Equal("bundle.exists", Assert.Throws<VmBundleException>(() => VmBundle.Create(dir, new VmSpec("web-01", 512, 2), kpJson)).Id);
         }
