@@ -40,6 +40,11 @@ public static class GuardianServer
             : new SqliteGuardianStore(opts.DataDir);
         await store.MigrateAsync();
         var keys = (serve.Keys ?? new KeyProviderOptions()).Open(opts.DataDir, serve.KeySecret, time);
+        if (keys is FileKeyProvider && OpenSslEcdh.Unavailable is { } why)
+        {
+            // Said once per process: the probe runs once.
+            log($"guardian: ECDH through .NET's DeriveRawSecretAgreement, which checks the peer key again in every derivation ({why}): same keys, more CPU per release");
+        }
         var adminFile = await AdminAuth.EnsureAdminTokenAsync(store, opts.DataDir, time);
 
         var builder = WebApplication.CreateSlimBuilder();

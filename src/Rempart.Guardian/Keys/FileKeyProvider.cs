@@ -12,7 +12,9 @@ namespace Rempart.Guardian.Keys;
 /// <c>enc-&lt;kid&gt;.p8</c> (P-384), plus <c>file-keys.json</c> (public keys, status, times). A copy of
 /// the folder without the secret reveals no private key; the format is standard, so
 /// <c>openssl pkey -in F.p8</c> opens a file with the secret. Keys are decrypted once at start
-/// (retired ones never) and held in memory only.
+/// (retired ones never) and held in memory only. A derivation goes through <see cref="OpenSslEcdh"/>
+/// (the peer key checked once, on import) unless OpenSSL cannot be called directly in this process;
+/// then through .NET's <c>DeriveRawSecretAgreement</c>, same Z, slower.
 /// </summary>
 public sealed class FileKeyProvider : KeyProviderBase
 {
@@ -25,7 +27,7 @@ public sealed class FileKeyProvider : KeyProviderBase
     private readonly byte[] _secret;
     private readonly ECDsa _signing;
     private readonly byte[] _signingSpki;
-    private readonly ConcurrentDictionary<string, ECDiffieHellman> _keys = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, PrivateKey> _keys = new(StringComparer.Ordinal);
 
     private FileKeyProvider(string keysDir, byte[] secret, ECDsa signing, TimeProvider time)
         : base(Path.Combine(keysDir, "file-keys.json"), "file", time)
@@ -99,14 +101,14 @@ public sealed class FileKeyProvider : KeyProviderBase
             {
                 continue; // never decrypted again
             }
-            var key = Decrypt<ECDiffieHellman>(file, _secret, ECDiffieHellman.Create, firstKey: false);
+            var key = Decrypt(file, _secret, () => new ECDiffieHellmanOpenSsl(), firstKey: false);
             var spki = key.ExportSubjectPublicKeyInfo();
             if (KeyRegistry.KidOf(spki) != kid || (entry is not null && !spki.AsSpan().SequenceEqual(entry.SpkiBytes)))
             {
                 key.Dispose();
                 throw new KeyProviderException("keys.registry", $"{file} holds a different key than its name and the registry say: restore the folder from a backup");
             }
-            _keys[kid] = key;
+            _keys[kid] = new PrivateKey(key);
             present[kid] = spki;
         }
         Reconcile(registry, present, _keysDir);
@@ -114,13 +116,13 @@ public sealed class FileKeyProvider : KeyProviderBase
 
     private protected override byte[] CreateEncryptionKey()
     {
-        var key = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP384);
+        var key = new ECDiffieHellmanOpenSsl(ECCurve.NamedCurves.nistP384);
         var spki = key.ExportSubjectPublicKeyInfo();
         var kid = KeyRegistry.KidOf(spki);
         // The key file is on disk before the registry names it: a crash in between leaves a file
         // that the next start adopts, never a registry entry without its key.
         AtomicFile.Write(Path.Combine(_keysDir, $"enc-{kid}.p8"), key.ExportEncryptedPkcs8PrivateKey(_secret, Pbe));
-        _keys[kid] = key;
+        _keys[kid] = new PrivateKey(key);
         return spki;
     }
 
@@ -130,7 +132,9 @@ public sealed class FileKeyProvider : KeyProviderBase
         {
             throw new KeyProviderException("keys.unknown-kid", $"no private key {kid} in {_keysDir}");
         }
-        return key.DeriveRawSecretAgreement(peer.PublicKey);
+        return OpenSslEcdh.Unavailable is null
+            ? OpenSslEcdh.Derive(key.Handle, peer)
+            : key.Key.DeriveRawSecretAgreement(peer.PublicKey);
     }
 
     public override byte[] SignEs256(ReadOnlySpan<byte> data) =>
@@ -143,9 +147,17 @@ public sealed class FileKeyProvider : KeyProviderBase
     /// <summary>Tests only: the private scalars (d) of every key held in memory, to look for them where they must not be.</summary>
     internal IReadOnlyDictionary<string, byte[]> ExportPrivateScalars()
     {
-        var result = _keys.ToDictionary(k => k.Key, k => k.Value.ExportParameters(true).D!);
+        var result = _keys.ToDictionary(k => k.Key, k => k.Value.Key.ExportParameters(true).D!);
         result[SigningKid] = _signing.ExportParameters(true).D!;
         return result;
+    }
+
+    /// <summary>A private key and its own reference to the EVP_PKEY, taken once, for <see cref="OpenSslEcdh"/>.</summary>
+    private sealed class PrivateKey(ECDiffieHellmanOpenSsl key)
+    {
+        public ECDiffieHellmanOpenSsl Key { get; } = key;
+
+        public SafeEvpPKeyHandle Handle { get; } = key.DuplicateKeyHandle();
     }
 
     private static T Decrypt<T>(string path, byte[] secret, Func<T> create, bool firstKey)
@@ -174,7 +186,8 @@ public sealed class FileKeyProvider : KeyProviderBase
         {
             foreach (var k in _keys.Values)
             {
-                k.Dispose();
+                k.Handle.Dispose();
+                k.Key.Dispose();
             }
             _keys.Clear();
             _signing.Dispose();

@@ -5,18 +5,21 @@ namespace Rempart.Guardian.Keys;
 
 /// <summary>
 /// A peer's P-384 public key — a key protector's ephemeral key — validated and imported once, in
-/// the two forms the providers use: the .NET key for <c>DeriveRawSecretAgreement</c> (file) and the
-/// X9.62 uncompressed point for <c>CKM_ECDH1_DERIVE</c> (pkcs11). Public data only: it holds no
-/// secret, and nothing derived with it is kept here. Immutable once made; safe to share between
-/// threads (a derivation only takes a new reference to the OpenSSL key).
+/// the forms the providers use: OpenSSL's key for <see cref="OpenSslEcdh"/> and the .NET key for
+/// <c>DeriveRawSecretAgreement</c> (file), the X9.62 uncompressed point for <c>CKM_ECDH1_DERIVE</c>
+/// (pkcs11). Public data only: it holds no secret, and nothing derived with it is kept here.
+/// Immutable once made; safe to share between threads (a derivation only takes a new reference to
+/// the OpenSSL key). The constructor is private: <see cref="Import"/>, which checks the point, is
+/// the only way to make one, which is what lets <see cref="OpenSslEcdh"/> skip the check.
 /// </summary>
 internal sealed class PeerKey
 {
     private const string P384Oid = "1.3.132.0.34";
 
-    private PeerKey(ECDiffieHellmanPublicKey publicKey, byte[] point)
+    private PeerKey(ECDiffieHellmanPublicKey publicKey, SafeEvpPKeyHandle handle, byte[] point)
     {
         PublicKey = publicKey;
+        Handle = handle;
         _point = point;
     }
 
@@ -24,6 +27,12 @@ internal sealed class PeerKey
 
     /// <summary>The key as .NET imported it (OpenSSL's full public-key check passed).</summary>
     public ECDiffieHellmanPublicKey PublicKey { get; }
+
+    /// <summary>
+    /// The same imported key's EVP_PKEY (a reference of its own), for <see cref="OpenSslEcdh"/>.
+    /// Never disposed while the key is in use: a dropped key is freed by the finalizer once nothing holds it.
+    /// </summary>
+    internal SafeEvpPKeyHandle Handle { get; }
 
     /// <summary>04 ‖ X ‖ Y (97 bytes). Callers must not change it.</summary>
     public ReadOnlySpan<byte> Point => _point;
@@ -34,7 +43,9 @@ internal sealed class PeerKey
     /// </summary>
     public static PeerKey Import(ReadOnlySpan<byte> spki)
     {
-        using var peer = ECDiffieHellman.Create();
+        // ECDiffieHellmanOpenSsl (ECDiffieHellman.Create() wraps it) for its EVP_PKEY. Its import
+        // of a named-curve point runs EC_KEY_check_key: range, on the curve, not O, n·Q = O.
+        using var peer = new ECDiffieHellmanOpenSsl();
         try
         {
             peer.ImportSubjectPublicKeyInfo(spki, out int read);
@@ -47,7 +58,7 @@ internal sealed class PeerKey
             point[0] = 0x04;
             x.CopyTo(point, 1);
             y.CopyTo(point, 49);
-            return new PeerKey(peer.PublicKey, point);
+            return new PeerKey(peer.PublicKey, peer.DuplicateKeyHandle(), point);
         }
         catch (CryptographicException e)
         {
