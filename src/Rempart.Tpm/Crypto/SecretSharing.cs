@@ -51,14 +51,35 @@ public static class SecretSharing
 
     /// <summary>
     /// RSAES-OAEP (RFC 8017 §7.1.1) with a label: .NET's RSA does not take OAEP labels, so
-    /// EME-OAEP encoding is done here and the public-key operation with BigInteger. Only the
-    /// public exponent is used; no private key material is involved.
+    /// EME-OAEP encoding is done here, and the public-key operation by OpenSSL without padding
+    /// (<see cref="OpenSslRsa"/>), or with BigInteger where OpenSSL cannot be called directly. Only
+    /// the public exponent is used; no private key material is involved.
     /// </summary>
     public static byte[] RsaOaepEncrypt(TpmtPublic key, ReadOnlySpan<byte> message, string label)
     {
         var n = ((TpmBufferId)key.Unique).Buffer;
-        var hashAlg = key.NameAlg;
-        int k = n.Length;
+        uint e = ((TpmsRsaParms)key.Parameters).EffectiveExponent;
+        var em = OaepEncode(key.NameAlg, n.Length, message, label);
+        try
+        {
+            return OperatingSystem.IsLinux() && OpenSslRsa.Unavailable is null
+                ? OpenSslRsa.PublicOperation(n, e, em)
+                : RsaepBigInteger(n, e, em);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(em);
+        }
+    }
+
+    /// <summary>
+    /// EME-OAEP encoding (RFC 8017 §7.1.1 step 2) of <paramref name="message"/> for a modulus of
+    /// <paramref name="k"/> bytes, with <paramref name="hashAlg"/> for the label hash and MGF1, the label
+    /// being <paramref name="label"/> in ASCII and a terminating zero byte (Part 1, Annex B.4). A
+    /// fresh random seed each call. The result reveals the message: a pinned array the caller wipes.
+    /// </summary>
+    internal static byte[] OaepEncode(TpmAlgId hashAlg, int k, ReadOnlySpan<byte> message, string label)
+    {
         int hLen = TpmHash.DigestSize(hashAlg);
         if (message.Length > k - (2 * hLen) - 2)
         {
@@ -81,16 +102,21 @@ public static class SecretSharing
         {
             seed[i] ^= seedMask[i];
         }
-        var em = new byte[k];
+        var em = GC.AllocateArray<byte>(k, pinned: true);
         seed.CopyTo(em, 1);
         db.CopyTo(em, 1 + hLen);
+        CryptographicOperations.ZeroMemory(db);
+        CryptographicOperations.ZeroMemory(dbMask);
+        return em;
+    }
+
+    /// <summary>RSAEP (RFC 8017 §5.1.1) in BigInteger: <paramref name="em"/>^e mod n, as many bytes as n.</summary>
+    internal static byte[] RsaepBigInteger(byte[] n, uint e, byte[] em)
+    {
         var m = new BigInteger(em, isUnsigned: true, isBigEndian: true);
         var modulus = new BigInteger(n, isUnsigned: true, isBigEndian: true);
-        var c = BigInteger.ModPow(m, ((TpmsRsaParms)key.Parameters).EffectiveExponent, modulus);
-        CryptographicOperations.ZeroMemory(em);
-        CryptographicOperations.ZeroMemory(db);
-        var cBytes = c.ToByteArray(isUnsigned: true, isBigEndian: true);
-        return KeyConversion.Pad(cBytes, k);
+        var c = BigInteger.ModPow(m, e, modulus);
+        return KeyConversion.Pad(c.ToByteArray(isUnsigned: true, isBigEndian: true), n.Length);
     }
 
     /// <summary>
