@@ -325,6 +325,7 @@ public sealed partial class VmManager : IAsyncDisposable
                         QmpSocket = Path.Combine(run, "qmp.sock"),
                         PidFile = Path.Combine(run, "qemu.pid"),
                         RunAs = user,
+                        DeviceGroup = probe.Accelerator == Accelerator.Kvm ? caps.KvmGroup : null,
                         LockMemory = caps.CanLockMemory,
                         IncomingSocket = incoming is null ? null : Path.Combine(run, IncomingSocketName),
                     };

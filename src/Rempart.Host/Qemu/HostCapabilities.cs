@@ -16,6 +16,14 @@ public sealed record HostCapabilities(bool KvmDevice, bool SevSnp, bool Tdx, ulo
     private const int CapSysResource = 24;
 
     /// <summary>
+    /// The group QEMU must be in to open <c>/dev/kvm</c>: the <c>kvm</c> group when the device is not
+    /// open to everyone (Debian's udev makes it 0660 root:kvm); null when no group is needed or none
+    /// exists. QEMU runs as its VM's own user with no other group (<see cref="QemuCommandLine"/>), so
+    /// without this a KVM host that the root-run probe found usable would refuse every VM.
+    /// </summary>
+    public uint? KvmGroup { get; init; }
+
+    /// <summary>
     /// QEMU's <c>mem-lock=on</c> locks all of its memory (guest RAM, and under TCG a translation
     /// buffer of up to 1 GiB), so it is used only when the child can be given an unlimited
     /// RLIMIT_MEMLOCK: the hard limit is unlimited, or the agent may raise it.
@@ -45,7 +53,29 @@ public sealed record HostCapabilities(bool KvmDevice, bool SevSnp, bool Tdx, ulo
             SevSnp: Flag(P("sys/module/kvm_amd/parameters/sev_snp")) && Exists(P("dev/sev")),
             Tdx: Flag(P("sys/module/kvm_intel/parameters/tdx")),
             MemlockHardLimit: hard,
-            CanRaiseMemlock: canRaise);
+            CanRaiseMemlock: canRaise)
+        {
+            KvmGroup = Exists(P("dev/kvm")) ? KvmDeviceGroup(P("dev/kvm"), P("etc/group")) : null,
+        };
+    }
+
+    /// <summary>The <c>kvm</c> group's id from <paramref name="groupFile"/>, unless the device is read-write for others.</summary>
+    private static uint? KvmDeviceGroup(string device, string groupFile)
+    {
+        const UnixFileMode Everyone = UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
+        if ((File.GetUnixFileMode(device) & Everyone) == Everyone || !File.Exists(groupFile))
+        {
+            return null;
+        }
+        foreach (var line in File.ReadLines(groupFile))
+        {
+            var f = line.Split(':');
+            if (f.Length >= 3 && f[0] == "kvm" && uint.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out var gid) && gid != 0)
+            {
+                return gid;
+            }
+        }
+        return null;
     }
 
     private static bool ProbeRaise()

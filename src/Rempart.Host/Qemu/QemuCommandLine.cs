@@ -158,7 +158,7 @@ public static partial class QemuCommandLine
         // QEMU 7.2 has -runas (no -run-with), but it and -daemonize die under the sandbox this
         // argv requires (setuid and fork are denied: SIGSYS). So privileges are dropped before
         // exec: prlimit (core 0, memlock) → setsid (own session: survives the agent) → setpriv
-        // (uid/gid, no groups, no capabilities) → QEMU. Each wrapper execs; the pid stays QEMU's.
+        // (uid/gid, no groups but the kvm device's, no capabilities) → QEMU. Each wrapper execs; the pid stays QEMU's.
         var argv = new List<string> { tools.Prlimit, "--core=0" };
         if (spec.LockMemory)
         {
@@ -167,7 +167,8 @@ public static partial class QemuCommandLine
         argv.AddRange(["--", tools.Setsid, "--", tools.Setpriv,
             string.Create(CultureInfo.InvariantCulture, $"--reuid={spec.RunAs.Uid}"),
             string.Create(CultureInfo.InvariantCulture, $"--regid={spec.RunAs.Gid}"),
-            "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]);
+            spec.DeviceGroup is { } device ? string.Create(CultureInfo.InvariantCulture, $"--groups={device}") : "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--"]);
         argv.AddRange(q);
         var kind = spec.Confidential switch
         {
@@ -195,6 +196,10 @@ public static partial class QemuCommandLine
         if (spec.RunAs.Uid == 0 || spec.RunAs.Gid == 0)
         {
             throw new QemuConfigurationException("qemu.spec.run-as-root", "QEMU never runs as root (uid or gid 0)");
+        }
+        if (spec.DeviceGroup is { } group && (group == 0 || spec.Accelerator != Accelerator.Kvm))
+        {
+            throw new QemuConfigurationException("qemu.spec.device-group", "QEMU keeps a device group only under KVM (for /dev/kvm), and never group 0");
         }
         Path(spec.FirmwareCode, "firmware");
         if (spec.Confidential != ConfidentialMode.Tdx)

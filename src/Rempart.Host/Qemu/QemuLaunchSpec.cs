@@ -131,6 +131,12 @@ public sealed record QemuLaunchSpec
 
     public required UnixUser RunAs { get; init; }
 
+    /// <summary>
+    /// The one supplementary group QEMU keeps (<see cref="HostCapabilities.KvmGroup"/>, under KVM
+    /// only): it opens <c>/dev/kvm</c> and nothing else of the host. Null: no group at all.
+    /// </summary>
+    public uint? DeviceGroup { get; init; }
+
     /// <summary>Lock guest memory (<c>-overcommit mem-lock=on</c>); only when <see cref="HostCapabilities.CanLockMemory"/>.</summary>
     public bool LockMemory { get; init; }
 

@@ -47,6 +47,28 @@ public sealed class HostCapabilitiesTests : IDisposable
     }
 
     [Theory]
+    [InlineData(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite, 993u)] // Debian: 0660 root:kvm
+    [InlineData(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite, null)] // 0666: anyone may open it
+    public void Qemu_is_given_the_kvm_group_when_dev_kvm_is_not_open_to_everyone(UnixFileMode mode, uint? expected)
+    {
+        Write("dev/kvm", "");
+        File.SetUnixFileMode(Path.Combine(_root.FullName, "dev/kvm"), mode);
+        Write("etc/group", "root:x:0:\nkvm:x:993:\nrempart-vm:x:994:\n");
+        Assert.Equal(expected, HostCapabilities.Detect(_root.FullName, () => true).KvmGroup);
+    }
+
+    [Fact]
+    public void No_kvm_device_or_no_kvm_group_gives_no_device_group()
+    {
+        Write("etc/group", "root:x:0:\nkvm:x:993:\n");
+        Assert.Null(HostCapabilities.Detect(_root.FullName, () => true).KvmGroup); // no /dev/kvm
+        Write("dev/kvm", "");
+        File.SetUnixFileMode(Path.Combine(_root.FullName, "dev/kvm"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+        Write("etc/group", "root:x:0:\nkvmx:x:5:\nkvm:x:0:\n"); // no usable kvm group: never root's
+        Assert.Null(HostCapabilities.Detect(_root.FullName, () => true).KvmGroup);
+    }
+
+    [Theory]
     [InlineData("Y\n", true)]
     [InlineData("1\n", true)]
     [InlineData("N\n", false)]

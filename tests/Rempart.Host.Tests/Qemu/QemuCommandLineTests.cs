@@ -94,6 +94,20 @@ public sealed class QemuCommandLineTests
     }
 
     [Fact]
+    public void Under_kvm_qemu_keeps_only_the_kvm_devices_group()
+    {
+        var kvm = Spec() with { Accelerator = Accelerator.Kvm, DeviceGroup = 993 };
+        var argv = QemuCommandLine.Build(kvm, QemuVersion.Debian12).Argv.ToList();
+        int setpriv = argv.IndexOf("/usr/bin/setpriv");
+        Assert.Equal(["--reuid=999", "--regid=994", "--groups=993", "--inh-caps=-all", "--bounding-set=-all", "--"], argv.Skip(setpriv + 1).Take(6));
+        Assert.DoesNotContain("--clear-groups", argv);
+        // Without a device group (TCG, or a world-accessible /dev/kvm): no group at all.
+        var tcg = QemuCommandLine.Build(Spec(), QemuVersion.Debian12).Argv;
+        Assert.Contains("--clear-groups", tcg);
+        Assert.DoesNotContain(tcg, a => a.StartsWith("--groups", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Memory_lock_raises_the_childs_memlock_limit_and_asks_qemu_to_lock()
     {
         var inv = QemuCommandLine.Build(Spec(lockMemory: true), QemuVersion.Debian12);
@@ -158,6 +172,8 @@ public sealed class QemuCommandLineTests
         { "qemu.spec.confidential.accel", s => s with { Confidential = ConfidentialMode.SevSnp, Accelerator = Accelerator.Tcg } },
         { "qemu.spec.run-as-root", s => s with { RunAs = new UnixUser("root", 0, 0) } },
         { "qemu.spec.run-as-root", s => s with { RunAs = new UnixUser("x", 1000, 0) } },
+        { "qemu.spec.device-group", s => s with { DeviceGroup = 993 } }, // under TCG: no device to open
+        { "qemu.spec.device-group", s => s with { Accelerator = Accelerator.Kvm, DeviceGroup = 0 } },
         { "qemu.spec.name", s => s with { Name = "Web 1" } },
         { "qemu.spec.name", s => s with { Name = "a,b" } },
         { "qemu.spec.path", s => s with { NvramPath = "/dev/shm/a,b/vars.fd" } },
