@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Globalization;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Runtime.Versioning;
@@ -12,6 +14,13 @@ namespace Rempart.Tpm.Crypto;
 /// <c>EVP_PKEY_encrypt</c> with <c>RSA_NO_PADDING</c> on the key .NET imported. Several times faster
 /// than <see cref="BigInteger.ModPow(BigInteger, BigInteger, BigInteger)"/>; public key only, but the
 /// input (the encoded message) is secret: it goes in from an array the caller wipes.
+/// <para>
+/// Importing the key costs several times the operation (RSAOpenSsl's import, then OpenSSL's first use
+/// of a new key: ~250 µs against ~30 µs for RSA-2048, e = 65537), and the same few keys come back —
+/// a host's binding key at each of its releases — so the imported keys are kept, by their exact
+/// modulus and exponent (a hit is the key those numbers are), at most <see cref="CacheCapacity"/>,
+/// all dropped when full. Public data only.
+/// </para>
 /// </summary>
 [SupportedOSPlatform("linux")]
 internal static class OpenSslRsa
@@ -23,7 +32,10 @@ internal static class OpenSslRsa
         ["OpenSSL_version_num", "EVP_PKEY_CTX_new", "EVP_PKEY_encrypt_init", "EVP_PKEY_CTX_set_rsa_padding", "EVP_PKEY_encrypt", "EVP_PKEY_CTX_free",
          "ERR_get_error", "ERR_clear_error"];
 
+    private const int CacheCapacity = 256;
+
     private static readonly Lazy<string?> Problem = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly ConcurrentDictionary<string, SafeEvpPKeyHandle> Keys = new(StringComparer.Ordinal);
 
     /// <summary>Why OpenSSL cannot be called directly in this process (null: it can); then the caller uses BigInteger.</summary>
     public static string? Unavailable => Problem.Value;
@@ -41,9 +53,8 @@ internal static class OpenSslRsa
         {
             throw new ArgumentException("the encoded message must be as long as the modulus", nameof(encoded));
         }
-        using var rsa = new RSAOpenSsl(new RSAParameters { Modulus = modulus, Exponent = Exponent(exponent) });
-        using var key = rsa.DuplicateKeyHandle();
-        nint ctx = EVP_PKEY_CTX_new(key, 0);
+        // SafeEvpPKeyHandle arguments are AddRef'ed for each call: a key dropped from the cache meanwhile is freed after it.
+        nint ctx = EVP_PKEY_CTX_new(Key(modulus, exponent), 0);
         if (ctx == 0)
         {
             throw Failed("EVP_PKEY_CTX_new");
@@ -75,6 +86,28 @@ internal static class OpenSslRsa
         {
             EVP_PKEY_CTX_free(ctx);
         }
+    }
+
+    /// <summary>The imported key (n, e), from the cache or imported now.</summary>
+    private static SafeEvpPKeyHandle Key(byte[] modulus, uint exponent)
+    {
+        var id = string.Create(CultureInfo.InvariantCulture, $"{exponent}:{Convert.ToBase64String(modulus)}");
+        if (Keys.TryGetValue(id, out var cached))
+        {
+            return cached;
+        }
+        using var rsa = new RSAOpenSsl(new RSAParameters { Modulus = modulus, Exponent = Exponent(exponent) });
+        var key = rsa.DuplicateKeyHandle();
+        if (Keys.Count >= CacheCapacity)
+        {
+            Keys.Clear(); // dropped, not disposed: an operation may still hold one; the finalizer frees it
+        }
+        var kept = Keys.GetOrAdd(id, key);
+        if (!ReferenceEquals(kept, key))
+        {
+            key.Dispose(); // another thread imported the same key first; ours was never shared
+        }
+        return kept;
     }
 
     /// <summary>e big-endian, without leading zero bytes (RSAParameters.Exponent).</summary>

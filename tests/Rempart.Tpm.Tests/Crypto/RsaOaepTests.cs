@@ -101,6 +101,34 @@ public sealed class RsaOaepTests
     }
 
     [Fact]
+    public void Imported_keys_are_found_by_modulus_and_exponent_and_more_keys_than_the_cache_holds_stay_right()
+    {
+        // RSAEP needs no factors: random odd moduli. The same n with another e is another key.
+        var moduli = Enumerable.Range(0, 300).Select(_ =>
+        {
+            var n = RandomNumberGenerator.GetBytes(256);
+            n[0] |= 0x80;
+            n[^1] |= 1;
+            return n;
+        }).ToArray();
+        for (int round = 0; round < 2; round++)
+        {
+            foreach (var (n, i) in moduli.Select((n, i) => (n, i)))
+            {
+                uint e = i % 3 == 0 ? 3u : 65537u;
+                var em = RandomNumberGenerator.GetBytes(256);
+                em[0] = 0;
+                Assert.Equal(SecretSharing.RsaepBigInteger(n, e, em), OpenSslRsa.PublicOperation(n, e, em));
+                if (i < 4)
+                {
+                    uint other = e == 3 ? 65537u : 3u;
+                    Assert.Equal(SecretSharing.RsaepBigInteger(n, other, em), OpenSslRsa.PublicOperation(n, other, em));
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void An_encoded_message_not_below_the_modulus_is_refused_by_OpenSSL_naming_the_step()
     {
         using var rsa = RSA.Create(2048);
