@@ -15,7 +15,7 @@ public static class Program
 {
     private const string Help = """
         Usage: rempart-releasebench [--providers file|pkcs11|both] [--hosts H] [--vms N] [--concurrency C]
-                                    [--duration S] [--warmup S] [--raw-seconds S] [--step-seconds S] [--guardian-dll PATH]
+                                    [--duration S] [--warmup S] [--raw-seconds S] [--openssl-seconds S] [--step-seconds S] [--guardian-dll PATH]
                                     [--load closed|open|both] [--open-rate R] [--open-share F]
                                     [--pkcs11-module PATH] [--format table|json] [--keep]
 
@@ -38,6 +38,8 @@ public static class Program
           --open-rate R    open loop's offered releases/s (default: --open-share of the closed loop's rate)
           --open-share F   open loop's rate as a share of the closed loop's releases/s (default 0.5)
           --raw-seconds S  time for each raw ECDH measurement (default 2)
+          --openssl-seconds S  openssl speed -seconds S ecdhp384, one process then -multi (cores) -elapsed,
+                           the independent raw rate (default 3; 0: skip)
           --step-seconds S time for the release path's per-step crypto costs, one thread (default 6; 0: skip)
           --guardian-dll   a built rempart-guardian.dll (default: scripts/rempart-guardian, Release)
           --pkcs11-module  the SoftHSM2 module (default: the one scripts/softhsm.sh finds)
@@ -136,6 +138,12 @@ public static class Program
                     : RawEcdh.DotNet(o.RawTime);
                 double withImport = RawEcdh.DotNetWithImport(o.RawTime);
                 progress.WriteLine($"releasebench [{provider}]: {raw.What}: {raw.PerSecondOneThread:0}/s one thread, {raw.PerSecondAllCores:0}/s all cores");
+                OpenSslRate? openssl = null;
+                if (o.OpenSslSeconds > 0)
+                {
+                    openssl = OpenSslRate.Measure(o.OpenSslSeconds);
+                    progress.WriteLine($"releasebench [{provider}]: openssl speed ecdhp384: {openssl.PerSecondOneProcess:0}/s one process, {openssl.PerSecondAllCores:0}/s all cores");
+                }
                 IReadOnlyList<StepCost>? steps = null;
                 if (measureSteps)
                 {
@@ -174,7 +182,7 @@ public static class Program
                     progress.WriteLine($"releasebench [{provider}]: errors; the Guardian's last lines:\n{guardian.LastOutput()}");
                 }
                 var verify = System.Text.Json.Nodes.JsonNode.Parse(await admin.GetTextAsync("v1/audit/verify"))!;
-                var result = new ProviderResult(provider, o.Hosts, vms.Count, raw, withImport, loads, verify["ok"]!.GetValue<bool>(), verify["records"]!.GetValue<long>());
+                var result = new ProviderResult(provider, o.Hosts, vms.Count, raw, withImport, loads, verify["ok"]!.GetValue<bool>(), verify["records"]!.GetValue<long>(), openssl);
                 return (result, steps);
             }
             finally
@@ -230,13 +238,13 @@ public static class Program
 
     private sealed record Options(IReadOnlyList<string> Providers, int Hosts, int Vms, int Concurrency, TimeSpan Duration, TimeSpan WarmUp,
         TimeSpan RawTime, TimeSpan StepTime, string? GuardianDll, string? Pkcs11Module, bool Json, bool Keep, bool Help,
-        string Load, double? OpenRate, double OpenShare)
+        string Load, double? OpenRate, double OpenShare, int OpenSslSeconds)
     {
         public BenchSettings Settings => new(Providers, Hosts, Vms, Concurrency, (int)Duration.TotalSeconds, (int)WarmUp.TotalSeconds, RawTime.TotalSeconds, Load);
 
         public static Options Parse(string[] args)
         {
-            int hosts = 4, vms = 200, concurrency = 100, duration = 20, warmUp = 15, raw = 2, stepSeconds = 6;
+            int hosts = 4, vms = 200, concurrency = 100, duration = 20, warmUp = 15, raw = 2, stepSeconds = 6, opensslSeconds = 3;
             string providers = "both", format = "table", load = "both";
             double? openRate = null;
             double openShare = 0.5;
@@ -267,6 +275,7 @@ public static class Program
                     case "--warmup": warmUp = Int(0); break;
                     case "--raw-seconds": raw = Int(1); break;
                     case "--step-seconds": stepSeconds = Int(0); break;
+                    case "--openssl-seconds": opensslSeconds = Int(0); break;
                     case "--guardian-dll": dll = Path.GetFullPath(Next()); break;
                     case "--pkcs11-module": module = Path.GetFullPath(Next()); break;
                     case "--format": format = Next(); break;
@@ -307,7 +316,7 @@ public static class Program
                 throw new ArgumentException($"--guardian-dll {dll}: no such file");
             }
             return new Options(list, hosts, vms, concurrency, TimeSpan.FromSeconds(duration), TimeSpan.FromSeconds(warmUp), TimeSpan.FromSeconds(raw),
-                TimeSpan.FromSeconds(stepSeconds), dll, module, format == "json", keep, help, load, openRate, openShare);
+                TimeSpan.FromSeconds(stepSeconds), dll, module, format == "json", keep, help, load, openRate, openShare, opensslSeconds);
         }
     }
 }

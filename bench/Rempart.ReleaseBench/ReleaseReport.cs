@@ -10,9 +10,12 @@ namespace Rempart.ReleaseBench;
 public sealed record BenchSettings(IReadOnlyList<string> Providers, int Hosts, int Vms, int Concurrency, int DurationSeconds, int WarmUpSeconds, double RawSeconds,
     string Load);
 
-/// <summary>One key provider's run: the raw ECDH rate measured just before the loads, the loads (closed and/or open loop), and the audit chain after them.</summary>
+/// <summary>
+/// One key provider's run: the raw ECDH rates measured just before the loads (the provider's own, and
+/// <c>openssl speed ecdhp384</c>'s when measured), the loads (closed and/or open loop), and the audit chain after them.
+/// </summary>
 public sealed record ProviderResult(string Provider, int Hosts, int Vms, RawRate Raw, double DotNetEcdhWithImportOneThread, IReadOnlyList<ReleaseLoadResult> Loads,
-    bool AuditChainOk, long AuditRecords)
+    bool AuditChainOk, long AuditRecords, OpenSslRate? OpenSsl = null)
 {
     public bool Valid => Loads.Count > 0 && Loads.All(l => l.Valid) && AuditChainOk;
 
@@ -20,6 +23,13 @@ public sealed record ProviderResult(string Provider, int Hosts, int Vms, RawRate
     public double RatioToRawAllCores(ReleaseLoadResult load) => load.ReleasesPerSecond / Raw.PerSecondAllCores;
 
     public double RatioToRawOneThread(ReleaseLoadResult load) => load.ReleasesPerSecond / Raw.PerSecondOneThread;
+
+    /// <summary>Releases per second as a share of <c>openssl speed -multi CORES -elapsed ecdhp384</c> (0: not measured).</summary>
+    public double RatioToOpenSslAllCores(ReleaseLoadResult load) => OpenSsl is { PerSecondAllCores: > 0 } o ? load.ReleasesPerSecond / o.PerSecondAllCores : 0;
+
+    /// <summary>openssl's CPU µs per derivation ÷ the Guardian's CPU µs per release (0: not measured).</summary>
+    public double CpuRatioToOpenSsl(ReleaseLoadResult load) =>
+        OpenSsl is { CpuMicroseconds: > 0 } o && GuardianCpuMicrosecondsPerRelease(load) is > 0 and var g ? o.CpuMicroseconds / g : 0;
 
     /// <summary>The Guardian's CPU time per release, in µs (from /proc, over the window).</summary>
     public static double GuardianCpuMicrosecondsPerRelease(ReleaseLoadResult load) =>
@@ -44,32 +54,36 @@ public static class ReleaseReport
         sb.AppendLine(Inv, $"Guardian key release load — {s.Hosts} attested software hosts, {s.Vms} key protectors, {s.Concurrency} clients/connections, {s.WarmUpSeconds} s warm-up + {s.DurationSeconds} s per load ({s.Load}), HTTP/1.1 over TLS (pinned)");
         sb.AppendLine(Inv, $"machine: {Environment.ProcessorCount} cores, shared by the client and the Guardian; .NET {Environment.Version}");
         sb.AppendLine();
-        sb.AppendLine("| provider | load | releases/s | client p50 / p99 ms | server p50 / p99 ms (p99 bucket ≤) | raw ECDH/s 1 thread | raw ECDH/s all cores | releases ÷ raw (all cores) | ÷ raw (1 thread) | errors | checked | valid |");
-        sb.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        sb.AppendLine("| provider | load | releases/s | client p50 / p99 ms | server p50 / p99 ms (p99 bucket ≤) | raw ECDH/s 1 thread | raw ECDH/s all cores | releases ÷ raw (all cores) | ÷ raw (1 thread) | openssl speed ECDH/s 1 process / all cores | releases ÷ openssl (all cores) | errors | checked | valid |");
+        sb.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         foreach (var r in results)
         {
             foreach (var l in r.Loads)
             {
                 var server = l.Server is { } v ? $"{v.P50Ms:0.00} / {v.P99Ms:0.00} (≤ {v.P99UpperMs:0.#})" : "-";
-                sb.AppendLine(Inv, $"| {r.Provider} | {l.Mode} | {l.ReleasesPerSecond:0} | {l.Client.P50:0.0} / {l.Client.P99:0.0} | {server} | {r.Raw.PerSecondOneThread:0} | {r.Raw.PerSecondAllCores:0} | {r.RatioToRawAllCores(l):0.00} | {r.RatioToRawOneThread(l):0.00} | {l.ErrorCount} | {l.Checked}{(l.CheckProblems.Count > 0 ? $" ({l.CheckProblems.Count} WRONG)" : "")} | {(l.Valid ? "yes" : "NO")} |");
+                sb.AppendLine(Inv, $"| {r.Provider} | {l.Mode} | {l.ReleasesPerSecond:0} | {l.Client.P50:0.0} / {l.Client.P99:0.0} | {server} | {r.Raw.PerSecondOneThread:0} | {r.Raw.PerSecondAllCores:0} | {r.RatioToRawAllCores(l):0.00} | {r.RatioToRawOneThread(l):0.00} | {(r.OpenSsl is { } o ? $"{o.PerSecondOneProcess:0} / {o.PerSecondAllCores:0}" : "-")} | {r.RatioToOpenSslAllCores(l):0.00} | {l.ErrorCount} | {l.Checked}{(l.CheckProblems.Count > 0 ? $" ({l.CheckProblems.Count} WRONG)" : "")} | {(l.Valid ? "yes" : "NO")} |");
             }
         }
         sb.AppendLine();
-        sb.AppendLine("| provider | load | server mean ms | server releases (window) | max in flight | CPU µs per release: client / Guardian / other | client share of CPU | machine busy | raw ECDH CPU µs | raw ECDH CPU µs ÷ Guardian CPU µs per release | audit chain |");
-        sb.AppendLine("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |");
+        sb.AppendLine("| provider | load | server mean ms | server releases (window) | max in flight | CPU µs per release: client / Guardian / other | client share of CPU | machine busy | raw ECDH CPU µs | raw ECDH CPU µs ÷ Guardian CPU µs per release | openssl ECDH CPU µs | ÷ Guardian CPU µs per release | audit chain |");
+        sb.AppendLine("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         foreach (var r in results)
         {
             foreach (var l in r.Loads)
             {
                 double per = l.Released > 0 ? 1e6 / l.Released : 0;
                 var cpu = l.Cpu is { } c ? $"{c.ClientSeconds * per:0} / {c.GuardianSeconds * per:0} / {c.OtherSeconds * per:0}" : "-";
-                sb.AppendLine(Inv, $"| {r.Provider} | {l.Mode} | {l.Server?.MeanMs:0.00} | {l.Server?.Released} | {(l.MaxInFlight is { } m ? m.ToString(Inv) : l.Concurrency.ToString(Inv))} | {cpu} | {l.Cpu?.ClientShare * 100:0} % | {l.Cpu?.BusyShare * 100:0} % | {r.Raw.CpuMicroseconds:0} | {r.CpuRatio(l):0.00} | {(r.AuditChainOk ? "ok" : "BROKEN")}, {r.AuditRecords} records |");
+                sb.AppendLine(Inv, $"| {r.Provider} | {l.Mode} | {l.Server?.MeanMs:0.00} | {l.Server?.Released} | {(l.MaxInFlight is { } m ? m.ToString(Inv) : l.Concurrency.ToString(Inv))} | {cpu} | {l.Cpu?.ClientShare * 100:0} % | {l.Cpu?.BusyShare * 100:0} % | {r.Raw.CpuMicroseconds:0} | {r.CpuRatio(l):0.00} | {r.OpenSsl?.CpuMicroseconds:0} | {r.CpuRatioToOpenSsl(l):0.00} | {(r.AuditChainOk ? "ok" : "BROKEN")}, {r.AuditRecords} records |");
             }
         }
         sb.AppendLine();
         foreach (var r in results)
         {
-            sb.AppendLine(Inv, $"{r.Provider}: raw = {r.Raw.What}; .NET ECDH with the peer key imported per call (as the file provider does): {r.DotNetEcdhWithImportOneThread:0}/s one thread");
+            sb.AppendLine(Inv, $"{r.Provider}: raw = {r.Raw.What}; .NET ECDH with the peer key imported per call: {r.DotNetEcdhWithImportOneThread:0}/s one thread");
+            if (r.OpenSsl is { } o)
+            {
+                sb.AppendLine(Inv, $"{r.Provider}: openssl speed -seconds {o.Seconds} ecdhp384: {o.PerSecondOneProcess:0}/s one process (per CPU-second, {o.CpuMicroseconds:0} µs each); -multi {o.Cores} -elapsed: {o.PerSecondAllCores:0}/s");
+            }
         }
         if (steps.Count > 0)
         {
@@ -131,6 +145,14 @@ public static class ReleaseReport
                     ["cpuMicroseconds"] = Round(r.Raw.CpuMicroseconds),
                     ["dotNetEcdhWithImportPerSecondOneThread"] = Round(r.DotNetEcdhWithImportOneThread),
                 },
+                ["opensslSpeedEcdhP384"] = r.OpenSsl is { } o ? new JsonObject
+                {
+                    ["seconds"] = o.Seconds,
+                    ["perSecondOneProcess"] = Round(o.PerSecondOneProcess),
+                    ["cpuMicroseconds"] = Round(o.CpuMicroseconds),
+                    ["cores"] = o.Cores,
+                    ["perSecondAllCores"] = Round(o.PerSecondAllCores),
+                } : null,
                 ["auditChainOk"] = r.AuditChainOk,
                 ["auditRecords"] = r.AuditRecords,
             }).ToArray()),
@@ -179,6 +201,8 @@ public static class ReleaseReport
         } : null,
         ["ratioToRawAllCores"] = Math.Round(r.RatioToRawAllCores(l), 4),
         ["ratioToRawOneThread"] = Math.Round(r.RatioToRawOneThread(l), 4),
+        ["ratioToOpenSslAllCores"] = Math.Round(r.RatioToOpenSslAllCores(l), 4),
+        ["cpuRatioToOpenSsl"] = Math.Round(r.CpuRatioToOpenSsl(l), 4),
         ["errors"] = new JsonObject(l.Errors.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
         ["checked"] = l.Checked,
         ["checkProblems"] = new JsonArray(l.CheckProblems.Distinct().Take(10).Select(p => (JsonNode)p).ToArray()),

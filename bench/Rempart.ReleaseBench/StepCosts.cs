@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using System.Security.Cryptography;
 using System.Text;
 using Rempart.Attestation.Protocol;
@@ -24,7 +25,8 @@ public static class StepCosts
     public static IReadOnlyList<StepCost> Measure(TimeSpan total, TpmtPublic bindingKey)
     {
         ArgumentNullException.ThrowIfNull(bindingKey);
-        using var guardianKey = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP384);
+        using var guardianKey = new ECDiffieHellmanOpenSsl(ECCurve.NamedCurves.nistP384);
+        using var guardianHandle = guardianKey.DuplicateKeyHandle();
         using var signer = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var spki = guardianKey.ExportSubjectPublicKeyInfo();
         var info = new GuardianKeyInfo(KeyIds.Of(spki), spki, GuardianKeyStatus.Active, DateTimeOffset.UtcNow);
@@ -38,30 +40,38 @@ public static class StepCosts
 
         using var peer = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP384);
         var peerSpki = peer.ExportSubjectPublicKeyInfo();
-        using var peerImported = ECDiffieHellman.Create();
+        using var peerImported = new ECDiffieHellmanOpenSsl();
         peerImported.ImportSubjectPublicKeyInfo(peerSpki, out _);
+        using var peerHandle = peerImported.DuplicateKeyHandle();
+        var n = ((TpmBufferId)bindingKey.Unique).Buffer;
+        var em = RandomNumberGenerator.GetBytes(n.Length);
+        em[0] = 0;
         using var verifier = ECDsa.Create(signer.ExportParameters(false));
         var token = RandomNumberGenerator.GetBytes(620); // an ES256 health token's signing input is about this long
         var sig = signer.SignData(token, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
-        var oneImport = new OneImport(guardianKey);
-        var cached = new CachedImport(guardianKey);
+        var oneImport = new OneImport(guardianHandle);
+        var cached = new CachedImport(guardianHandle);
 
         var steps = new (string Step, string What, Action Op)[]
         {
-            ("ecdh.derive", "P-384 DeriveRawSecretAgreement, peer imported once (the raw operation)",
+            ("ecdh.derive", "P-384 DeriveRawSecretAgreement, peer imported once (the raw operation; OpenSSL re-checks the peer in each)",
                 () => guardianKey.DeriveRawSecretAgreement(peerImported.PublicKey)),
+            ("ecdh.derive-unchecked", "P-384 EVP_PKEY_derive, validate_peer 0, peer checked once on import (FileKeyProvider.Agree, OpenSslEcdh)",
+                () => UncheckedEcdh.Derive(guardianHandle, peerHandle)),
             ("ecdh.import-spki", "P-384 ImportSubjectPublicKeyInfo of the KP's epk (PeerKey.Import: a PeerKeyCache miss)",
                 () => { using var k = ECDiffieHellman.Create(); k.ImportSubjectPublicKeyInfo(peerSpki, out _); k.ExportParameters(false); }),
             ("token.verify", "P-256 VerifyData of a token-sized message, key imported once (HealthTokens)",
                 () => verifier.VerifyData(token, sig, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation)),
             ("kp.parse", "KeyProtector.Parse (JSON, two P-384 on-curve checks in BigInteger)",
                 () => KeyProtector.Parse(kpJson)),
-            ("kp.unwrap", "KeyProtector.UnwrapWithGuardian, peer key not cached: one SPKI import + derive, HKDF, AES-GCM, MAC",
+            ("kp.unwrap", "KeyProtector.UnwrapWithGuardian, peer key not cached: one SPKI import (checked) + unchecked derive, HKDF, AES-GCM, MAC",
                 () => { using var k = kp.UnwrapWithGuardian(oneImport, [info]); }),
-            ("kp.unwrap-cached", "KeyProtector.UnwrapWithGuardian, peer key cached (PeerKeyCache hit): derive, HKDF, AES-GCM, MAC",
+            ("kp.unwrap-cached", "KeyProtector.UnwrapWithGuardian, peer key cached (PeerKeyCache hit): unchecked derive, HKDF, AES-GCM, MAC",
                 () => { using var k = kp.UnwrapWithGuardian(cached, [info]); }),
-            ("wrap.seal", "ReleaseWrap.Seal: RSA-2048 OAEP-SHA256 encrypt to the binding key (BigInteger)",
+            ("wrap.seal", "ReleaseWrap.Seal: RSA-2048 OAEP-SHA256 encrypt to the binding key (EME-OAEP in C#, RSAEP by OpenSSL with RSA_NO_PADDING, the key imported once)",
                 () => ReleaseWrap.Seal(bindingKey, vmkBytes, "0123456789abcdef0123456789abcdef")),
+            ("wrap.rsaep-biginteger", "the RSA-2048 public operation alone in BigInteger.ModPow (what wrap.seal did before; not in the sums)",
+                () => BigInteger.ModPow(new BigInteger(em, isUnsigned: true, isBigEndian: true), 65537, new BigInteger(n, isUnsigned: true, isBigEndian: true))),
         };
         var samples = steps.Select(_ => new List<double>()).ToArray();
         var slice = TimeSpan.FromMilliseconds(60);
@@ -113,32 +123,34 @@ public static class StepCosts
     }
 
     /// <summary>The key provider on a cache miss: the peer's SPKI imported once, then the derivation.</summary>
-    private sealed class OneImport(ECDiffieHellman key) : IGuardianKeyOperations
+    private sealed class OneImport(SafeEvpPKeyHandle key) : IGuardianKeyOperations
     {
         public byte[] DeriveSharedSecret(string kid, ReadOnlySpan<byte> peerSubjectPublicKeyInfo)
         {
-            using var peer = ECDiffieHellman.Create();
+            using var peer = new ECDiffieHellmanOpenSsl();
             peer.ImportSubjectPublicKeyInfo(peerSubjectPublicKeyInfo, out _);
-            return key.DeriveRawSecretAgreement(peer.PublicKey);
+            peer.ExportParameters(false);
+            using var handle = peer.DuplicateKeyHandle();
+            return UncheckedEcdh.Derive(key, handle);
         }
 
         public byte[] SignEs256(ReadOnlySpan<byte> data) => throw new NotSupportedException();
     }
 
     /// <summary>The key provider on a cache hit: the peer imported before, only the derivation.</summary>
-    private sealed class CachedImport(ECDiffieHellman key) : IGuardianKeyOperations
+    private sealed class CachedImport(SafeEvpPKeyHandle key) : IGuardianKeyOperations
     {
-        private ECDiffieHellmanPublicKey? _peer;
+        private SafeEvpPKeyHandle? _peer;
 
         public byte[] DeriveSharedSecret(string kid, ReadOnlySpan<byte> peerSubjectPublicKeyInfo)
         {
             if (_peer is null)
             {
-                using var peer = ECDiffieHellman.Create();
+                using var peer = new ECDiffieHellmanOpenSsl();
                 peer.ImportSubjectPublicKeyInfo(peerSubjectPublicKeyInfo, out _);
-                _peer = peer.PublicKey;
+                _peer = peer.DuplicateKeyHandle();
             }
-            return key.DeriveRawSecretAgreement(_peer);
+            return UncheckedEcdh.Derive(key, _peer);
         }
 
         public byte[] SignEs256(ReadOnlySpan<byte> data) => throw new NotSupportedException();
