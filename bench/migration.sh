@@ -14,5 +14,9 @@ dotnet build -c Release "$here/bench/Rempart.MigrationBench" --artifacts-path "$
   || { cat "$artifacts.log"; exit 1; }
 echo "== uptime: $(uptime)"
 echo "== $(qemu-system-x86_64 --version | head -1); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-dotnet "$artifacts/bin/Rempart.MigrationBench/release/rempart-migrationbench.dll" --guests "$here/artifacts/test-guest" "$@"
+if [ "${1:-}" = --relay-only ]; then
+  dotnet "$artifacts/bin/Rempart.MigrationBench/release/rempart-migrationbench.dll" "$@"
+else
+  dotnet "$artifacts/bin/Rempart.MigrationBench/release/rempart-migrationbench.dll" --guests "$here/artifacts/test-guest" "$@"
+fi
 echo "== uptime: $(uptime)"

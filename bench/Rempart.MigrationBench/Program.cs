@@ -16,6 +16,13 @@ using Rempart.VmBench;
 // unix socket → AES-256-GCM records over TCP → unix socket → QEMU), in the same run, the order
 // alternating per round. Same guest, firmware, swtpm, disks (shared files: the transport is
 // measured, not the bundle copy) and migration parameters on both paths.
+if (args.Length > 0 && args[0] == "--relay-only")
+{
+    // bench/migration.sh --relay-only [MiB] [rounds]
+    return await Rempart.MigrationBench.RelayOnly.RunAsync(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 2048,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 4);
+}
 var o = Options.Parse(args);
 if (o is null)
 {
@@ -81,7 +88,7 @@ try
         foreach (var encrypted in round % 2 == 0 ? new[] { false, true } : [true, false])
         {
             int next = 1 - current;
-            var r = await MigrateAsync(vms[current], vms[next], disks, o.MemoryMiB, encrypted, dir, Ram(first: false));
+            var r = await MigrateAsync(vms[current], run, vms[next], disks, o.MemoryMiB, encrypted, dir, Ram(first: false));
             runs.Add(r.Destination);
             int tick = Tick();
             await WaitAsync(() => Tick() > tick, TimeSpan.FromSeconds(30), "the guest counts after the migration");
@@ -89,7 +96,7 @@ try
             run = r.Destination;
             current = next;
             results.Add(r.Result);
-            Console.WriteLine($"round {round} {(encrypted ? "encrypted" : "plain    ")}: {r.Result.Bytes / 1e6,8:0.0} MB in {r.Result.TotalMs,6} ms (QEMU total), {r.Result.MBps,7:0.0} MB/s end to end, downtime {r.Result.DowntimeMs,4} ms, to guest running {r.Result.WallMs,6} ms");
+            Console.WriteLine($"round {round} {(encrypted ? "encrypted" : "plain    ")}: {r.Result.Bytes / 1e6,8:0.0} MB in {r.Result.TotalMs,6} ms (QEMU total), {r.Result.MBps,7:0.0} MB/s end to end, downtime {r.Result.DowntimeMs,4} ms, to guest running {r.Result.WallMs,6} ms; {r.Result.Cpu}");
         }
     }
     static double Median(IEnumerable<double> v)
@@ -109,6 +116,9 @@ try
     Row("downtime (QEMU)", r => r.DowntimeMs, "ms");
     Row("migrate command to guest running at the destination", r => r.WallMs, "ms");
     Row("bytes of migration stream", r => r.Bytes / 1e6, "MB");
+    Row("CPU s per GB, both QEMUs + relay", r => (r.Cpu.Source + r.Cpu.Destination + r.Cpu.Relay) / (r.Bytes / 1e9), "s");
+    Row("CPU s per GB, the relay alone", r => r.Cpu.Relay / (r.Bytes / 1e9), "s");
+    Row("machine busy during the migration", r => 100 * r.Cpu.MachineBusy / Math.Max(0.01, r.Cpu.MachineTotal), "%");
     return 0;
 }
 finally
@@ -134,7 +144,7 @@ finally
     Directory.Delete(dir, recursive: true);
 }
 
-static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm target,
+static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm.Run sourceRun, PlainVm target,
     IReadOnlyList<(string, string)> disks, int memoryMiB, bool encrypted, string dir, string[] ram)
 {
     int port = FreePort();
@@ -147,6 +157,7 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
     await using var dst = await QmpClient.ConnectAsync(target.QmpSocket, TimeSpan.FromSeconds(30));
     // The agent's parameters, on both paths.
     await src.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 8L << 30, ["downtime-limit"] = 300 });
+    var cpu = CpuSample.Take(sourceRun.Qemu, dest.Qemu);
     var clock = Stopwatch.StartNew();
     Task relay = Task.CompletedTask;
     if (!encrypted)
@@ -214,10 +225,11 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
     await relay;
     await WaitAsync(() => dst.ExecuteAsync("query-status").GetAwaiter().GetResult()?["status"]?.GetValue<string>() == "running", TimeSpan.FromSeconds(60), "the destination runs the guest");
     long wall = clock.ElapsedMilliseconds;
+    var used = CpuSample.Take(sourceRun.Qemu, dest.Qemu) - cpu;
     await src.ExecuteAsync("quit");
     long total = info["total-time"]!.GetValue<long>();
     long bytes = info["ram"]!["transferred"]!.GetValue<long>();
-    return (new Result(encrypted, bytes, total, info["downtime"]?.GetValue<long>() ?? -1, wall, bytes / 1e6 / (wall / 1000.0)), dest);
+    return (new Result(encrypted, bytes, total, info["downtime"]?.GetValue<long>() ?? -1, wall, bytes / 1e6 / (wall / 1000.0), used), dest);
 }
 
 static async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
@@ -242,7 +254,33 @@ static int FreePort()
     return p;
 }
 
-internal sealed record Result(bool Encrypted, long Bytes, long TotalMs, long DowntimeMs, long WallMs, double MBps);
+internal sealed record Result(bool Encrypted, long Bytes, long TotalMs, long DowntimeMs, long WallMs, double MBps, CpuSample Cpu);
+
+/// <summary>
+/// CPU seconds over one migration: the source QEMU, the destination QEMU, this process (the relay, on
+/// the encrypted path), and the whole machine's busy time (/proc/stat) — CPU per GB moved is steadier
+/// than wall-clock on a shared machine, and machine-busy near the core count says the path is CPU-bound.
+/// </summary>
+internal sealed record CpuSample(double Source, double Destination, double Relay, double MachineBusy, double MachineTotal)
+{
+    public static CpuSample Take(Process source, Process destination)
+    {
+        var fields = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+            .Select(f => double.Parse(f, CultureInfo.InvariantCulture) / 100.0).ToArray(); // USER_HZ = 100
+        double idle = fields[3] + fields[4]; // idle + iowait
+        double all = fields.Take(8).Sum();
+        source.Refresh();
+        destination.Refresh();
+        return new CpuSample(source.TotalProcessorTime.TotalSeconds, destination.TotalProcessorTime.TotalSeconds,
+            Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds, all - idle, all);
+    }
+
+    public static CpuSample operator -(CpuSample a, CpuSample b) =>
+        new(a.Source - b.Source, a.Destination - b.Destination, a.Relay - b.Relay, a.MachineBusy - b.MachineBusy, a.MachineTotal - b.MachineTotal);
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"CPU s: source QEMU {Source:0.00}, destination QEMU {Destination:0.00}, relay {Relay:0.00}; machine busy {MachineBusy:0.00} of {MachineTotal:0.00} ({100 * MachineBusy / Math.Max(0.01, MachineTotal):0}%)");
+}
 
 internal sealed record Options(string Guests, int Rounds, int MemoryMiB)
 {

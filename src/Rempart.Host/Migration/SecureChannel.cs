@@ -106,27 +106,11 @@ public sealed class SecureChannel : IAsyncDisposable
     /// <summary>Seals and sends one record (payload up to <see cref="MaxRecord"/> bytes).</summary>
     public async Task SendAsync(FrameType type, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
-        var aead = _send ?? throw new InvalidOperationException("the channel has no keys yet");
-        if (payload.Length > MaxRecord)
-        {
-            throw new ArgumentOutOfRangeException(nameof(payload), $"a record carries at most {MaxRecord} bytes");
-        }
         await _write.WaitAsync(ct);
         try
         {
-            int total = HeaderSize + payload.Length + TagSize;
-            if (_sendBuffer.Length < total)
-            {
-                _sendBuffer = new byte[total];
-            }
-            var buf = _sendBuffer;
-            buf[0] = (byte)type;
-            BinaryPrimitives.WriteInt32BigEndian(buf.AsSpan(1), payload.Length + TagSize);
-            Span<byte> nonce = stackalloc byte[12];
-            BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], _sendSeq);
-            aead.Encrypt(nonce, payload.Span, buf.AsSpan(HeaderSize, payload.Length), buf.AsSpan(HeaderSize + payload.Length, TagSize), buf.AsSpan(0, HeaderSize));
-            _sendSeq = checked(_sendSeq + 1);
-            await _stream.WriteAsync(buf.AsMemory(0, total), ct);
+            int total = Seal(type, payload.Span);
+            await _stream.WriteAsync(_sendBuffer.AsMemory(0, total), ct);
             SentBytes += payload.Length;
         }
         finally
@@ -136,27 +120,104 @@ public sealed class SecureChannel : IAsyncDisposable
     }
 
     /// <summary>
+    /// <see cref="SendAsync"/> on the calling thread, blocking: the relay's bulk path
+    /// (<see cref="MigrationRelay"/>) runs on its own threads, where a blocking write costs one wake-up
+    /// instead of the thread-pool hand-offs of an await.
+    /// </summary>
+    public void Send(FrameType type, ReadOnlySpan<byte> payload)
+    {
+        _write.Wait();
+        try
+        {
+            int total = Seal(type, payload);
+            _stream.Write(_sendBuffer, 0, total);
+            SentBytes += payload.Length;
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    /// <summary>Seals one record into the send buffer (the write lock is held); answers its length.</summary>
+    private int Seal(FrameType type, ReadOnlySpan<byte> payload)
+    {
+        var aead = _send ?? throw new InvalidOperationException("the channel has no keys yet");
+        if (payload.Length > MaxRecord)
+        {
+            throw new ArgumentOutOfRangeException(nameof(payload), $"a record carries at most {MaxRecord} bytes");
+        }
+        int total = HeaderSize + payload.Length + TagSize;
+        if (_sendBuffer.Length < total)
+        {
+            _sendBuffer = new byte[total];
+        }
+        var buf = _sendBuffer;
+        buf[0] = (byte)type;
+        BinaryPrimitives.WriteInt32BigEndian(buf.AsSpan(1), payload.Length + TagSize);
+        Span<byte> nonce = stackalloc byte[12];
+        BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], _sendSeq);
+        aead.Encrypt(nonce, payload, buf.AsSpan(HeaderSize, payload.Length), buf.AsSpan(HeaderSize + payload.Length, TagSize), buf.AsSpan(0, HeaderSize));
+        _sendSeq = checked(_sendSeq + 1);
+        return total;
+    }
+
+    /// <summary>
     /// Receives and opens one record; the payload is valid until the next call. Any failure to
     /// authenticate ends the channel (<c>migration.channel.auth</c>).
     /// </summary>
     public async Task<(FrameType Type, ReadOnlyMemory<byte> Payload)> ReceiveAsync(CancellationToken ct)
     {
-        var aead = _receive ?? throw new InvalidOperationException("the channel has no keys yet");
         var header = new byte[HeaderSize];
         await ReadExactAsync(header, ct);
-        int sealedLength = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(1));
+        int sealedLength = SealedLength(header);
+        if (_receiveBuffer.Length < HeaderSize + sealedLength)
+        {
+            _receiveBuffer = new byte[HeaderSize + sealedLength];
+        }
+        header.CopyTo(_receiveBuffer, 0);
+        await ReadExactAsync(_receiveBuffer.AsMemory(HeaderSize, sealedLength), ct);
+        var (type, n) = Open(_receiveBuffer, sealedLength);
+        return (type, _receiveBuffer.AsMemory(HeaderSize, n));
+    }
+
+    /// <summary>The size of a buffer that holds any record for <see cref="Receive"/>.</summary>
+    public const int RecordBufferSize = HeaderSize + MaxRecord + TagSize;
+
+    /// <summary>Where <see cref="Receive"/> puts the payload in the caller's buffer.</summary>
+    public const int PayloadOffset = HeaderSize;
+
+    /// <summary>
+    /// <see cref="ReceiveAsync"/> on the calling thread, blocking, into the caller's buffer (at least
+    /// <see cref="RecordBufferSize"/> bytes): the payload is <c>buffer[PayloadOffset..PayloadOffset + Length]</c>,
+    /// so a relay can hand one buffer on while it receives into another, with no copy.
+    /// </summary>
+    public (FrameType Type, int Length) Receive(byte[] buffer)
+    {
+        if (buffer.Length < RecordBufferSize)
+        {
+            throw new ArgumentException($"a receive buffer holds at least {RecordBufferSize} bytes", nameof(buffer));
+        }
+        ReadExact(buffer.AsSpan(0, HeaderSize));
+        int sealedLength = SealedLength(buffer);
+        ReadExact(buffer.AsSpan(HeaderSize, sealedLength));
+        return Open(buffer, sealedLength);
+    }
+
+    private static int SealedLength(ReadOnlySpan<byte> header)
+    {
+        int sealedLength = BinaryPrimitives.ReadInt32BigEndian(header[1..]);
         if (sealedLength is < TagSize or > MaxRecord + TagSize)
         {
             throw new MigrationChannelException("migration.channel.frame", $"a record of {sealedLength} bytes ({TagSize} to {MaxRecord + TagSize} allowed)");
         }
-        int total = HeaderSize + sealedLength;
-        if (_receiveBuffer.Length < total)
-        {
-            _receiveBuffer = new byte[total];
-        }
-        var buf = _receiveBuffer;
-        header.CopyTo(buf, 0);
-        await ReadExactAsync(buf.AsMemory(HeaderSize, sealedLength), ct);
+        return sealedLength;
+    }
+
+    /// <summary>Authenticates and decrypts in place the record in <paramref name="buf"/> (header, then sealed bytes).</summary>
+    private (FrameType Type, int Length) Open(byte[] buf, int sealedLength)
+    {
+        var aead = _receive ?? throw new InvalidOperationException("the channel has no keys yet");
         int n = sealedLength - TagSize;
         Span<byte> nonce = stackalloc byte[12];
         BinaryPrimitives.WriteUInt64BigEndian(nonce[4..], _receiveSeq);
@@ -175,7 +236,7 @@ public sealed class SecureChannel : IAsyncDisposable
             throw new MigrationChannelException("migration.channel.frame", $"record {_receiveSeq - 1} has unknown type {buf[0]}");
         }
         ReceivedBytes += n;
-        return ((FrameType)buf[0], buf.AsMemory(HeaderSize, n));
+        return ((FrameType)buf[0], n);
     }
 
     /// <summary>Receives a sealed control message; the peer's <c>error</c> message becomes an exception with its id.</summary>
@@ -244,14 +305,42 @@ public sealed class SecureChannel : IAsyncDisposable
         {
             await _stream.ReadExactlyAsync(buffer, ct);
         }
-        catch (EndOfStreamException e)
+        catch (Exception e) when (Broken(e) is { } broken)
         {
-            throw new MigrationChannelException("migration.channel.closed", "the other host closed the connection", e);
+            throw broken;
         }
-        catch (IOException e)
+    }
+
+    private void ReadExact(Span<byte> buffer)
+    {
+        try
         {
-            throw new MigrationChannelException("migration.channel.closed", "the connection to the other host broke: " + e.Message, e);
+            _stream.ReadExactly(buffer);
         }
+        catch (Exception e) when (Broken(e) is { } broken)
+        {
+            throw broken;
+        }
+    }
+
+    private MigrationChannelException? Broken(Exception e) => e switch
+    {
+        EndOfStreamException or ObjectDisposedException or IOException when _aborted => new("migration.channel.closed", "the channel was closed on this side (cancelled or timed out)", e),
+        EndOfStreamException => new("migration.channel.closed", "the other host closed the connection", e),
+        IOException => new("migration.channel.closed", "the connection to the other host broke: " + e.Message, e),
+        _ => null,
+    };
+
+    private volatile bool _aborted;
+
+    /// <summary>
+    /// Closes the connection under a blocked <see cref="Send"/> or <see cref="Receive"/> (a cancelled or
+    /// timed-out relay): they fail with <c>migration.channel.closed</c>. The channel is unusable after.
+    /// </summary>
+    public void Abort()
+    {
+        _aborted = true;
+        _stream.Dispose();
     }
 
     public async ValueTask DisposeAsync()
