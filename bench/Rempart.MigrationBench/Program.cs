@@ -192,6 +192,7 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
             Task.Run(async () =>
             {
                 var n = await MigrationRelay.PumpOutAsync(fromQemu, sending, CancellationToken.None);
+                Console.WriteLine($"  relay: {sending.SentRecords} records, {n / Math.Max(1, sending.SentRecords) / 1024} KiB each on average");
                 await sending.SendControlAsync(new JsonObject { ["type"] = "stream-end", ["bytes"] = n }, CancellationToken.None);
                 fromQemu.Dispose();
             }),
