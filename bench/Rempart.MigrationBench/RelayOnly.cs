@@ -75,19 +75,9 @@ internal static class RelayOnly
         }, TaskCreationOptions.LongRunning);
         if (relay)
         {
-            var tcp = new TcpListener(IPAddress.Loopback, 0);
-            tcp.Start();
-            var client = new TcpClient { NoDelay = true };
-            await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)tcp.LocalEndpoint).Port);
-            var server = await tcp.AcceptTcpClientAsync();
-            server.NoDelay = true;
-            tcp.Stop();
-            var k1 = RandomNumberGenerator.GetBytes(32);
-            var k2 = RandomNumberGenerator.GetBytes(32);
-            await using var sending = new SecureChannel(client.GetStream());
-            sending.Key(k1, k2);
-            await using var receiving = new SecureChannel(server.GetStream());
-            receiving.Key(k2, k1);
+            var (sending, receiving) = await LoopbackChannelsAsync();
+            await using var _s = sending;
+            await using var _r = receiving;
             await using var into = new NetworkStream(inEnd, ownsSocket: false);
             await Task.WhenAll(
                 Task.Run(async () =>
@@ -107,6 +97,25 @@ internal static class RelayOnly
         {
             s.Dispose();
         }
+    }
+
+    /// <summary>The two ends of the agents' channel over one loopback TCP connection, keyed with fresh random keys (the handshake is not measured).</summary>
+    internal static async Task<(SecureChannel Sending, SecureChannel Receiving)> LoopbackChannelsAsync()
+    {
+        var tcp = new TcpListener(IPAddress.Loopback, 0);
+        tcp.Start();
+        var client = new TcpClient { NoDelay = true };
+        await client.ConnectAsync(IPAddress.Loopback, ((IPEndPoint)tcp.LocalEndpoint).Port);
+        var server = await tcp.AcceptTcpClientAsync();
+        server.NoDelay = true;
+        tcp.Stop();
+        var s2d = RandomNumberGenerator.GetBytes(32);
+        var d2s = RandomNumberGenerator.GetBytes(32);
+        var sending = new SecureChannel(client.GetStream());
+        sending.Key(s2d, d2s);
+        var receiving = new SecureChannel(server.GetStream());
+        receiving.Key(d2s, s2d);
+        return (sending, receiving);
     }
 
     private static (Socket, Socket) Pair()

@@ -32,11 +32,10 @@ namespace Rempart.Guardian.Keys;
 /// </summary>
 internal static class OpenSslEcdh
 {
-    private const string LibCrypto = "libcrypto.so.3";
+    private const string LibCrypto = Rempart.Tpm.Crypto.OpenSslLibrary.Name;
 
     private static readonly string[] Symbols =
-        ["OpenSSL_version_num", "EVP_PKEY_CTX_new", "EVP_PKEY_derive_init", "EVP_PKEY_derive_set_peer_ex", "EVP_PKEY_derive", "EVP_PKEY_CTX_free",
-         "ERR_get_error", "ERR_clear_error"];
+        ["EVP_PKEY_CTX_new", "EVP_PKEY_derive_init", "EVP_PKEY_derive_set_peer_ex", "EVP_PKEY_derive", "EVP_PKEY_CTX_free"];
 
     private static readonly Lazy<string?> Problem = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
 
@@ -93,8 +92,7 @@ internal static class OpenSslEcdh
     private static KeyProviderException Failed(string step)
     {
         // The error code names OpenSSL's reason (openssl errstr CODE); it carries nothing secret.
-        var code = ERR_get_error();
-        ERR_clear_error();
+        var code = Rempart.Tpm.Crypto.OpenSslLibrary.TakeError();
         return new KeyProviderException("keys.ecdh.failed", $"ECDH failed in OpenSSL at {step} (OpenSSL error 0x{code:x})");
     }
 
@@ -109,21 +107,9 @@ internal static class OpenSslEcdh
         {
             return "not Linux";
         }
-        if (!NativeLibrary.TryLoad(LibCrypto, out var lib))
+        if (Rempart.Tpm.Crypto.OpenSslLibrary.Problem(Symbols) is { } problem)
         {
-            return $"{LibCrypto} does not load";
-        }
-        foreach (var symbol in Symbols)
-        {
-            if (!NativeLibrary.TryGetExport(lib, symbol, out _))
-            {
-                return $"{LibCrypto} has no {symbol}";
-            }
-        }
-        long dotnet = SafeEvpPKeyHandle.OpenSslVersion, ours = (long)OpenSSL_version_num();
-        if (dotnet != ours)
-        {
-            return $".NET uses OpenSSL 0x{dotnet:x}, {LibCrypto} is 0x{ours:x}";
+            return problem;
         }
         try
         {
@@ -145,9 +131,6 @@ internal static class OpenSslEcdh
     }
 
     [DllImport(LibCrypto)]
-    private static extern nuint OpenSSL_version_num();
-
-    [DllImport(LibCrypto)]
     private static extern nint EVP_PKEY_CTX_new(SafeEvpPKeyHandle pkey, nint engine);
 
     [DllImport(LibCrypto)]
@@ -161,10 +144,4 @@ internal static class OpenSslEcdh
 
     [DllImport(LibCrypto)]
     private static extern void EVP_PKEY_CTX_free(nint ctx);
-
-    [DllImport(LibCrypto)]
-    private static extern nuint ERR_get_error();
-
-    [DllImport(LibCrypto)]
-    private static extern void ERR_clear_error();
 }

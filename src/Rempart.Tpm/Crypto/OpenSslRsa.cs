@@ -25,12 +25,11 @@ namespace Rempart.Tpm.Crypto;
 [SupportedOSPlatform("linux")]
 internal static class OpenSslRsa
 {
-    private const string LibCrypto = "libcrypto.so.3";
+    private const string LibCrypto = OpenSslLibrary.Name;
     private const int RsaNoPadding = 3; // RSA_NO_PADDING, openssl/rsa.h
 
     private static readonly string[] Symbols =
-        ["OpenSSL_version_num", "EVP_PKEY_CTX_new", "EVP_PKEY_encrypt_init", "EVP_PKEY_CTX_set_rsa_padding", "EVP_PKEY_encrypt", "EVP_PKEY_CTX_free",
-         "ERR_get_error", "ERR_clear_error"];
+        ["EVP_PKEY_CTX_new", "EVP_PKEY_encrypt_init", "EVP_PKEY_CTX_set_rsa_padding", "EVP_PKEY_encrypt", "EVP_PKEY_CTX_free"];
 
     private const int CacheCapacity = 256;
 
@@ -124,8 +123,7 @@ internal static class OpenSslRsa
 
     private static CryptographicException Failed(string step)
     {
-        var code = ERR_get_error();
-        ERR_clear_error();
+        var code = OpenSslLibrary.TakeError();
         return new CryptographicException($"the RSA public-key operation failed in OpenSSL at {step} (OpenSSL error 0x{code:x})");
     }
 
@@ -136,21 +134,9 @@ internal static class OpenSslRsa
     /// </summary>
     private static string? Probe()
     {
-        if (!NativeLibrary.TryLoad(LibCrypto, out var lib))
+        if (OpenSslLibrary.Problem(Symbols) is { } problem)
         {
-            return $"{LibCrypto} does not load";
-        }
-        foreach (var symbol in Symbols)
-        {
-            if (!NativeLibrary.TryGetExport(lib, symbol, out _))
-            {
-                return $"{LibCrypto} has no {symbol}";
-            }
-        }
-        long dotnet = SafeEvpPKeyHandle.OpenSslVersion, ours = (long)OpenSSL_version_num();
-        if (dotnet != ours)
-        {
-            return $".NET uses OpenSSL 0x{dotnet:x}, {LibCrypto} is 0x{ours:x}";
+            return problem;
         }
         var n = RandomNumberGenerator.GetBytes(256);
         n[0] |= 0x80;
@@ -170,9 +156,6 @@ internal static class OpenSslRsa
     }
 
     [DllImport(LibCrypto)]
-    private static extern nuint OpenSSL_version_num();
-
-    [DllImport(LibCrypto)]
     private static extern nint EVP_PKEY_CTX_new(SafeEvpPKeyHandle pkey, nint engine);
 
     [DllImport(LibCrypto)]
@@ -186,10 +169,4 @@ internal static class OpenSslRsa
 
     [DllImport(LibCrypto)]
     private static extern void EVP_PKEY_CTX_free(nint ctx);
-
-    [DllImport(LibCrypto)]
-    private static extern nuint ERR_get_error();
-
-    [DllImport(LibCrypto)]
-    private static extern void ERR_clear_error();
 }
