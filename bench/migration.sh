@@ -3,7 +3,7 @@
 # migrated back and forth between two QEMUs on this machine, alternating plain QEMU migration over
 # TCP and the agent's encrypted relay (AES-256-GCM records, MigrationRelay), in the same run.
 # Compare the ratios, not the absolute numbers (these machines are shared and noisy).
-# Options go to the program: --rounds 3 --memory 1024
+# Options go to the program: --rounds 3 --memory 1024 [--modes plain,relay,tls,tls-mfd,plain-mfd --channels 2]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 artifacts="${MIGBENCH_ARTIFACTS:-/tmp/rempart-migrationbench-build}"

@@ -16,6 +16,12 @@ using Rempart.VmBench;
 // unix socket → AES-256-GCM records over TCP → unix socket → QEMU), in the same run, the order
 // alternating per round. Same guest, firmware, swtpm, disks (shared files: the transport is
 // measured, not the bundle copy) and migration parameters on both paths.
+// --modes adds QEMU's own transports for comparison: tls (QEMU's TLS, GnuTLS, with a PSK made for the
+// run: a bench-only key file in the run's temporary folder, never the agent's design), tls-mfd and
+// plain-mfd (the same over --channels multifd channels).
+// Every destination QEMU preallocates its RAM (prealloc=on) before the migration starts: this machine
+// is itself a VM whose memory its hypervisor backs on first touch, and a destination faulting in fresh
+// pages during the stream spent ~4 CPU s per GB in clear_page (perf), whichever transport ran.
 if (args.Length > 0 && args[0] == "--relay-only")
 {
     // bench/migration.sh --relay-only [MiB] [rounds]
@@ -26,7 +32,7 @@ if (args.Length > 0 && args[0] == "--relay-only")
 var o = Options.Parse(args);
 if (o is null)
 {
-    Console.Error.WriteLine("usage: rempart-migrationbench --guests DIR [--rounds 3] [--memory 1024]");
+    Console.Error.WriteLine("usage: rempart-migrationbench --guests DIR [--rounds 3] [--memory 1024] [--modes plain,relay[,tls,tls-mfd,plain-mfd]] [--channels 2]");
     return 2;
 }
 foreach (var tool in new[] { "qemu-system-x86_64", "swtpm", "swtpm_setup", "setsid" })
@@ -67,7 +73,7 @@ try
     }
     string[] Ram(bool first) => first
         ? ["-object", $"memory-backend-file,id=ram0,size={o.MemoryMiB}M,mem-path={ramFile},share=off", "-machine", "memory-backend=ram0"]
-        : ["-object", $"memory-backend-ram,id=ram0,size={o.MemoryMiB}M", "-machine", "memory-backend=ram0"];
+        : ["-object", $"memory-backend-ram,id=ram0,size={o.MemoryMiB}M,prealloc=on", "-machine", "memory-backend=ram0"];
     var run = await vms[0].StartAsync(disks, o.MemoryMiB, 1, Ram(first: true));
     ramFiles.Add(ramFile); // removed at the end: QEMU may map it after its QMP socket appears
     runs.Add(run);
@@ -88,11 +94,10 @@ try
     // migration is then between two VMs with anonymous RAM.
     for (int round = -1; round < o.Rounds; round++)
     {
-        foreach (var encrypted in round < 0 ? [false] : round % 2 == 0 ? new[] { false, true } : [true, false])
+        foreach (var mode in round < 0 ? ["plain"] : round % 2 == 0 ? o.Modes : o.Modes.Reverse().ToArray())
         {
             int next = 1 - current;
-            var r = await MigrateAsync(vms[current], run, vms[next], disks, o.MemoryMiB, encrypted, dir, Ram(first: false));
-            runs.Add(r.Destination);
+            var r = await MigrateAsync(vms[current], run, vms[next], disks, o.MemoryMiB, mode, o.Channels, dir, Ram(first: false), runs);
             int tick = Tick();
             await WaitAsync(() => Tick() > tick, TimeSpan.FromSeconds(30), "the guest counts after the migration");
             await PlainVm.StopAsync(run, TimeSpan.FromSeconds(20));
@@ -102,7 +107,7 @@ try
             {
                 results.Add(r.Result);
             }
-            Console.WriteLine($"{(round < 0 ? "warm-up (not counted)" : "round " + round)} {(encrypted ? "encrypted" : "plain    ")}: {r.Result.Bytes / 1e6,8:0.0} MB in {r.Result.TotalMs,6} ms (QEMU total), {r.Result.MBps,7:0.0} MB/s end to end, downtime {r.Result.DowntimeMs,4} ms, to guest running {r.Result.WallMs,6} ms; {r.Result.Cpu}");
+            Console.WriteLine($"{(round < 0 ? "warm-up (not counted)" : "round " + round)} {mode,-9}: {r.Result.Bytes / 1e6,8:0.0} MB in {r.Result.TotalMs,6} ms (QEMU total), {r.Result.MBps,7:0.0} MB/s end to end, downtime {r.Result.DowntimeMs,4} ms, to guest running {r.Result.WallMs,6} ms; {r.Result.Cpu}");
         }
     }
     static double Median(IEnumerable<double> v)
@@ -110,13 +115,16 @@ try
         var a = v.Order().ToArray();
         return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
     }
-    var plain = results.Where(r => !r.Encrypted).ToList();
-    var enc = results.Where(r => r.Encrypted).ToList();
+    var plain = results.Where(r => r.Mode == "plain").ToList();
     Console.WriteLine();
-    Console.WriteLine($"| median of {o.Rounds} | plain QEMU (TCP) | encrypted relay | encrypted / plain |");
-    Console.WriteLine("| --- | --- | --- | --- |");
+    Console.WriteLine($"| median of {o.Rounds} | plain QEMU (TCP) | " + string.Join(" | ", o.Modes.Where(m => m != "plain").Select(m => $"{m} | {m} / plain")) + " |");
+    Console.WriteLine("| --- | --- |" + string.Concat(o.Modes.Where(m => m != "plain").Select(_ => " --- | --- |")));
     void Row(string what, Func<Result, double> f, string unit) =>
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {what} | {Median(plain.Select(f)):0.0} {unit} | {Median(enc.Select(f)):0.0} {unit} | {Median(enc.Select(f)) / Median(plain.Select(f)):0.00} |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {what} | {Median(plain.Select(f)):0.0} {unit} | ") + string.Join(" | ", o.Modes.Where(m => m != "plain").Select(m =>
+        {
+            var enc = results.Where(r => r.Mode == m).ToList();
+            return string.Create(CultureInfo.InvariantCulture, $"{Median(enc.Select(f)):0.0} {unit} | {Median(enc.Select(f)) / Median(plain.Select(f)):0.00}");
+        })) + " |");
     Row("throughput (stream bytes / time to guest running at the destination)", r => r.MBps, "MB/s");
     Row("QEMU total time", r => r.TotalMs, "ms");
     Row("downtime (QEMU)", r => r.DowntimeMs, "ms");
@@ -151,22 +159,61 @@ finally
 }
 
 static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm.Run sourceRun, PlainVm target,
-    IReadOnlyList<(string, string)> disks, int memoryMiB, bool encrypted, string dir, string[] ram)
+    IReadOnlyList<(string, string)> disks, int memoryMiB, string mode, int channels, string dir, string[] ram, List<PlainVm.Run> runs)
 {
+    bool encrypted = mode == "relay";
+    bool qemuPath = mode != "relay";
+    bool tls = mode.StartsWith("tls", StringComparison.Ordinal);
+    bool multifd = mode.EndsWith("mfd", StringComparison.Ordinal);
     int port = FreePort();
     var inSock = Path.Combine(dir, "in.sock");
     var outSock = Path.Combine(dir, "out.sock");
     File.Delete(inSock);
     File.Delete(outSock);
-    var dest = await target.StartAsync(disks, memoryMiB, 1, [.. ram, "-incoming", encrypted ? "unix:" + inSock : $"tcp:127.0.0.1:{port}"]);
+    var dest = await target.StartAsync(disks, memoryMiB, 1, [.. ram, "-incoming", encrypted ? "unix:" + inSock : "defer"]);
+    runs.Add(dest); // killed at the end whatever happens
     await using var src = await QmpClient.ConnectAsync(source.QmpSocket, TimeSpan.FromSeconds(30));
     await using var dst = await QmpClient.ConnectAsync(target.QmpSocket, TimeSpan.FromSeconds(30));
     // The agent's parameters, on both paths.
     await src.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 8L << 30, ["downtime-limit"] = 300 });
+    if (!qemuPath)
+    {
+        // The relay's QEMU stream is the plain single-channel one, whatever the previous round set.
+        await src.ExecuteAsync("migrate-set-capabilities", new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "multifd", ["state"] = false }) });
+        await src.ExecuteAsync("migrate-set-parameters", new JsonObject { ["tls-creds"] = "" });
+    }
+    else
+    {
+        // QEMU's own transports: TLS (GnuTLS, a PSK made for this migration) and/or multifd channels.
+        var id = "tls" + port;
+        var pskDir = Path.Combine(dir, "psk");
+        Directory.CreateDirectory(pskDir);
+        File.WriteAllText(Path.Combine(pskDir, "keys.psk"), "qemu:" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32)) + "\n");
+        foreach (var (q, endpoint) in new[] { (src, "client"), (dst, "server") })
+        {
+            await q.ExecuteAsync("migrate-set-capabilities", new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "multifd", ["state"] = multifd }) });
+            var p = new JsonObject { ["tls-creds"] = tls ? id : "" };
+            if (multifd)
+            {
+                p["multifd-channels"] = channels;
+            }
+            if (tls)
+            {
+                var creds = new JsonObject { ["qom-type"] = "tls-creds-psk", ["id"] = id, ["endpoint"] = endpoint, ["dir"] = pskDir };
+                if (endpoint == "client")
+                {
+                    creds["username"] = "qemu";
+                }
+                await q.ExecuteAsync("object-add", creds);
+            }
+            await q.ExecuteAsync("migrate-set-parameters", p);
+        }
+        await dst.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" });
+    }
     var cpu = CpuSample.Take(sourceRun.Qemu, dest.Qemu);
     var clock = Stopwatch.StartNew();
     Task relay = Task.CompletedTask;
-    if (!encrypted)
+    if (qemuPath)
     {
         await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" });
     }
@@ -224,7 +271,7 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
     await src.ExecuteAsync("quit");
     long total = info["total-time"]!.GetValue<long>();
     long bytes = info["ram"]!["transferred"]!.GetValue<long>();
-    return (new Result(encrypted, bytes, total, info["downtime"]?.GetValue<long>() ?? -1, wall, bytes / 1e6 / (wall / 1000.0), used), dest);
+    return (new Result(mode, bytes, total, info["downtime"]?.GetValue<long>() ?? -1, wall, bytes / 1e6 / (wall / 1000.0), used), dest);
 }
 
 static async Task WaitAsync(Func<bool> condition, TimeSpan timeout, string what)
@@ -249,7 +296,7 @@ static int FreePort()
     return p;
 }
 
-internal sealed record Result(bool Encrypted, long Bytes, long TotalMs, long DowntimeMs, long WallMs, double MBps, CpuSample Cpu);
+internal sealed record Result(string Mode, long Bytes, long TotalMs, long DowntimeMs, long WallMs, double MBps, CpuSample Cpu);
 
 /// <summary>
 /// CPU seconds over one migration: the source QEMU, the destination QEMU, this process (the relay, on
@@ -277,12 +324,13 @@ internal sealed record CpuSample(double Source, double Destination, double Relay
         $"CPU s: source QEMU {Source:0.00}, destination QEMU {Destination:0.00}, relay {Relay:0.00}; machine busy {MachineBusy:0.00} of {MachineTotal:0.00} ({100 * MachineBusy / Math.Max(0.01, MachineTotal):0}%)");
 }
 
-internal sealed record Options(string Guests, int Rounds, int MemoryMiB)
+internal sealed record Options(string Guests, int Rounds, int MemoryMiB, string[] Modes, int Channels)
 {
     public static Options? Parse(string[] args)
     {
         string? guests = null;
-        int rounds = 3, memory = 1024;
+        int rounds = 3, memory = 1024, channels = 2;
+        string[] modes = ["plain", "relay"];
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -291,9 +339,11 @@ internal sealed record Options(string Guests, int Rounds, int MemoryMiB)
                 case "--guests": guests = Next(); break;
                 case "--rounds": rounds = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--memory": memory = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--modes": modes = Next().Split(','); break;
+                case "--channels": channels = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 default: return null;
             }
         }
-        return guests is null ? null : new Options(guests, rounds, memory);
+        return guests is null ? null : new Options(guests, rounds, memory, modes, channels);
     }
 }
