@@ -95,7 +95,7 @@ public static class Program
             double copyWall = copyOp is null ? double.NaN : Wall(copyOp), copyCpu = copyOp is null ? double.NaN : PerCpu(copyOp);
             Console.WriteLine();
             Console.WriteLine($"openssl aes-256-gcm, one core, best: {osslCpu / 1e6:N0} MB/s per user-CPU second, {osslWall / 1e6:N0} MB/s wall-clock; plain copy baseline: {copyOp ?? "none"}");
-            Console.WriteLine($"medians of {rounds} rounds of {size >> 20} MiB; MB = 10^6 bytes of plaintext; restore decrypts every byte twice (verify, then feed)");
+            Console.WriteLine($"medians of {rounds} rounds of {size >> 20} MiB; MB = 10^6 bytes of plaintext; restore reads every record twice: authenticates it (tag only, no decryption), then decrypts and feeds it");
             Console.WriteLine("| operation | MB/s wall | ÷ openssl wall | ÷ copy wall | MB per user-CPU s | ÷ openssl (user CPU) | MB per CPU s (user+sys) | ÷ copy (CPU) |");
             Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
             foreach (var op in Operations)

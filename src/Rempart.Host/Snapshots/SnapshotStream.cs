@@ -101,17 +101,20 @@ public static class SnapshotStream
         int chunkSize = header.ChunkSize;
         long index = 0, offset = header.Length, plaintext = 0;
         var probe = new byte[1];
-        await ChunkPipeline.RunAsync(ChunkPipeline.DefaultSlots, chunkSize + SnapshotRecord.Overhead,
+        // Verifying only: each record is read behind room for the padded associated data, and its tag is
+        // computed without decrypting it (StreamCipher.VerifyChunk); nothing is decrypted, nothing written.
+        int room = destination is null ? StreamCipher.VerifyHeadroom : 0;
+        await ChunkPipeline.RunAsync(ChunkPipeline.DefaultSlots, room + chunkSize + SnapshotRecord.Overhead,
             fill: async (slot, ct) =>
             {
-                var prefix = slot.Buffer.AsMemory(0, SnapshotRecord.PrefixSize);
+                var prefix = slot.Buffer.AsMemory(room, SnapshotRecord.PrefixSize);
                 int got = await source.ReadAtLeastAsync(prefix, prefix.Length, throwOnEndOfStream: false, ct).ConfigureAwait(false);
                 if (got < prefix.Length)
                 {
                     throw SnapshotRecord.Truncated(index, offset + got, got == 0 ? "with no final record: nothing where there should be" : "inside the prefix of");
                 }
                 int length = SnapshotRecord.Length(prefix.Span, chunkSize, index, offset, out bool final);
-                var rest = slot.Buffer.AsMemory(SnapshotRecord.PrefixSize, length - SnapshotRecord.PrefixSize);
+                var rest = slot.Buffer.AsMemory(room + SnapshotRecord.PrefixSize, length - SnapshotRecord.PrefixSize);
                 got = await source.ReadAtLeastAsync(rest, rest.Length, throwOnEndOfStream: false, ct).ConfigureAwait(false);
                 if (got < rest.Length)
                 {
@@ -129,7 +132,17 @@ public static class SnapshotStream
                 plaintext += length - SnapshotRecord.Overhead;
                 return true;
             },
-            transform: slot => cipher.OpenChunk(slot.Index, slot.Buffer.AsSpan(0, slot.Length), slot.Offset),
+            transform: slot =>
+            {
+                if (destination is null)
+                {
+                    cipher.VerifyChunk(slot.Index, slot.Buffer.AsSpan(0, room + slot.Length), slot.Offset);
+                }
+                else
+                {
+                    cipher.OpenChunk(slot.Index, slot.Buffer.AsSpan(0, slot.Length), slot.Offset);
+                }
+            },
             drain: (slot, ct) => destination is null
                 ? ValueTask.CompletedTask
                 : destination.WriteAsync(slot.Buffer.AsMemory(SnapshotRecord.PrefixSize, slot.Length - SnapshotRecord.Overhead), ct),

@@ -19,13 +19,23 @@ internal sealed class StreamCipher : IDisposable
     public const int TagSize = 16;
     private const int OkmSize = 68;
     private static readonly byte[] Info = "rempart/snapshot/v1/stream"u8.ToArray();
+    private const int AadSize = 32 + 8 + SnapshotRecord.PrefixSize;
+
+    /// <summary>
+    /// Bytes a buffer for <see cref="VerifyChunk"/> keeps in front of the record: the associated data, padded
+    /// to a block, must end where the ciphertext begins (<see cref="GcmTagOnly"/>).
+    /// </summary>
+    public static readonly int VerifyHeadroom = GcmTagOnly.PaddedLength(AadSize) - SnapshotRecord.PrefixSize;
+
     private readonly AesGcm _gcm;
+    private readonly byte[] _hashKey;
     private readonly byte[] _noncePrefix;
     private readonly byte[] _headerHash;
 
     private StreamCipher(ReadOnlySpan<byte> encKey, ReadOnlySpan<byte> noncePrefix, byte[] headerHash)
     {
         _gcm = new AesGcm(encKey, TagSize);
+        _hashKey = GcmTagOnly.HashKey(encKey);
         _noncePrefix = noncePrefix.ToArray();
         _headerHash = headerHash;
     }
@@ -121,7 +131,39 @@ internal sealed class StreamCipher : IDisposable
         }
     }
 
-    public void Dispose() => _gcm.Dispose();
+    /// <summary>
+    /// Authenticates record <paramref name="index"/> without decrypting it: the same tag as
+    /// <see cref="OpenChunk"/> checks, computed by <see cref="GcmTagOnly"/>. <paramref name="buffer"/> holds
+    /// <see cref="VerifyHeadroom"/> bytes of room, then the record (prefix ‖ ciphertext ‖ tag); the room and the
+    /// record's prefix are overwritten with the padded associated data. <c>snapshot.tampered</c> if it does
+    /// not authenticate.
+    /// </summary>
+    public void VerifyChunk(long index, Span<byte> buffer, long offset)
+    {
+        int recordLength = buffer.Length - VerifyHeadroom;
+        int length = recordLength - SnapshotRecord.PrefixSize - TagSize;
+        var record = buffer[VerifyHeadroom..];
+        Span<byte> nonce = stackalloc byte[12];
+        Span<byte> aad = stackalloc byte[AadSize];
+        Prepare(index, record, nonce, aad);
+        int padded = VerifyHeadroom + SnapshotRecord.PrefixSize;
+        aad.CopyTo(buffer);
+        buffer[AadSize..padded].Clear();
+        Span<byte> tag = stackalloc byte[TagSize];
+        GcmTagOnly.Compute(_gcm, _hashKey, nonce, buffer[..(padded + length)], AadSize, tag);
+        if (!CryptographicOperations.FixedTimeEquals(tag, record[^TagSize..]))
+        {
+            throw new SnapshotException(SnapshotException.Tampered,
+                $"chunk {index} (record at offset {offset}, {recordLength} bytes) does not authenticate: changed, moved, from another snapshot or VM, or not this VM's key",
+                index, offset);
+        }
+    }
+
+    public void Dispose()
+    {
+        _gcm.Dispose();
+        CryptographicOperations.ZeroMemory(_hashKey);
+    }
 
     private void Prepare(long index, ReadOnlySpan<byte> record, Span<byte> nonce, Span<byte> aad)
     {
