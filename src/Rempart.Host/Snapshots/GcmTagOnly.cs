@@ -63,8 +63,8 @@ internal static class GcmTagOnly
     /// <summary>H = E_K(0¹²⁸), GCM's hash key, for an AES key.</summary>
     public static byte[] HashKey(ReadOnlySpan<byte> key)
     {
-        using var aes = Aes.Create();
-        aes.Key = key.ToArray();
+        using var aes = Aes.Create(); // disposing it clears its copy of the key
+        aes.SetKey(key);
         var h = new byte[BlockSize];
         aes.EncryptEcb(new byte[BlockSize], h, PaddingMode.None);
         return h;
