@@ -100,13 +100,17 @@ public sealed class VmMigrationTests(ITestOutputHelper output)
 
         // The capture, analysed after the timing-sensitive checks above (tshark reassembles every byte of it: minutes on a loaded machine).
         Assert.Equal(0, result.Dropped);
-        // The capture holds the whole migration: the plaintext handshake (a positive control on this very capture) and at least every byte the agents sealed.
-        Assert.True(result.Contains(Encoding.ASCII.GetBytes("rempart-migration/1")), "the capture does not show this migration's handshake");
+        // The capture holds the whole migration: the clear key shares (a positive control on this very capture) and at least every byte the agents sealed.
+        Assert.True(result.Contains(Encoding.ASCII.GetBytes(Rempart.Host.Migration.MigrationKeys.Protocol)), "the capture does not show this migration's key shares");
         Assert.True(result.TcpPayloadBytes >= m["streamBytes"]!.GetValue<long>() + m["fileBytes"]!.GetValue<long>(),
             $"{result.TcpPayloadBytes} bytes captured, {m["streamBytes"]} + {m["fileBytes"]} sent");
         Assert.False(result.Contains(Encoding.ASCII.GetBytes(markerText)), "the guest's RAM marker crossed the wire in clear");
         Assert.False(result.Contains(Encoding.ASCII.GetBytes("REMPART-TICK")), "the guest's disk content crossed the wire in clear");
         Assert.False(result.Contains(Encoding.ASCII.GetBytes("tpm-emulator")), "QEMU's device state crossed the wire in clear");
+        // The handshake after the key shares is sealed too: no host id, migration id or health token in clear.
+        Assert.False(result.Contains(Encoding.ASCII.GetBytes(b.HostId)), "the destination's host id crossed the wire in clear");
+        Assert.False(result.Contains(Encoding.ASCII.GetBytes(m["migrationId"]!.GetValue<string>())), "the migration id crossed the wire in clear");
+        Assert.False(result.Contains(Encoding.ASCII.GetBytes("\"token\"")), "a health token crossed the wire in clear");
 
         // The audit: the Guardian authorised, released to each end, saw it accepted and completed; each agent logged its half.
         var audit = JsonNode.Parse(await h.Guardian.Admin.GetStringAsync("v1/audit?max=1000"))!["records"]!.AsArray();

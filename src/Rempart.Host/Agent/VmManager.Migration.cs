@@ -88,6 +88,7 @@ public sealed partial class VmManager
             }
             channel = new SecureChannel(tcp.GetStream());
             phase = "handshake";
+            var binding = await Step(c => channel.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, c), ct);
             await channel.SendHandshakeAsync(new JsonObject
             {
                 ["type"] = "hello", ["protocol"] = MigrationKeys.Protocol, ["vm"] = name, ["vmId"] = bundle.Config.VmId, ["kpId"] = bundle.KeyProtector.KpId,
@@ -130,7 +131,7 @@ public sealed partial class VmManager
                 try
                 {
                     keys = new MigrationKeys.Schedule(ks, kd, vmk, auth.MigrationId,
-                        MigrationKeys.Transcript(auth.MigrationId, auth.VmId, auth.Source, auth.Destination, wrappedKs, wrappedKd));
+                        MigrationKeys.Transcript(auth.MigrationId, auth.VmId, auth.Source, auth.Destination, wrappedKs, wrappedKd, binding));
                 }
                 finally
                 {
@@ -412,7 +413,8 @@ public sealed partial class VmManager
         var clock = Stopwatch.StartNew();
         try
         {
-            // A source says hello as soon as it is connected: an idle peer is dropped after 10 s.
+            // A source sends its key share and says hello as soon as it is connected: an idle peer is dropped after 10 s.
+            var binding = await Step(c => channel.ProtectHandshakeAsync(initiator: false, MigrationKeys.Protocol, c), ct, HelloTimeout);
             var hello = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct, HelloTimeout), "hello");
             if (Text(hello, "protocol", 64) != MigrationKeys.Protocol)
             {
@@ -470,7 +472,7 @@ public sealed partial class VmManager
                     {
                         var wrappedKd = MigrationKeys.WrapShare(MigrationKeys.PeerBindingKey(acc.Source), kd, migrationId, 'd');
                         using var keys = new MigrationKeys.Schedule(ks, kd, vmk, migrationId,
-                            MigrationKeys.Transcript(migrationId, acc.VmId, acc.Source, acc.Destination, wrappedKs, wrappedKd));
+                            MigrationKeys.Transcript(migrationId, acc.VmId, acc.Source, acc.Destination, wrappedKs, wrappedKd, binding));
                         await channel.SendHandshakeAsync(new JsonObject
                         {
                             ["type"] = "accept", ["wrappedShare"] = Convert.ToBase64String(wrappedKd), ["confirm"] = Convert.ToBase64String(keys.Confirmation("destination")),

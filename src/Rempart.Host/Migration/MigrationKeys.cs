@@ -27,7 +27,7 @@ namespace Rempart.Host.Migration;
 /// </summary>
 public static class MigrationKeys
 {
-    public const string Protocol = "rempart-migration/1";
+    public const string Protocol = "rempart-migration/2";
     public const int ShareLength = 32;
     public const string LabelPrefix = "rempart/migration/v1/";
 
@@ -73,8 +73,13 @@ public static class MigrationKeys
         return key;
     }
 
-    /// <summary>SHA-256 over every field both sides must agree on, each length-prefixed.</summary>
-    public static byte[] Transcript(string migrationId, string vmId, MigrationPeer source, MigrationPeer destination, ReadOnlySpan<byte> wrappedKs, ReadOnlySpan<byte> wrappedKd)
+    /// <summary>
+    /// SHA-256 over every field both sides must agree on, each length-prefixed; the last is the binding of
+    /// the handshake's key exchange (<see cref="SecureChannel.ProtectHandshakeAsync"/>), so a handshake
+    /// relayed through someone who ran that exchange with each side gives two transcripts.
+    /// </summary>
+    public static byte[] Transcript(string migrationId, string vmId, MigrationPeer source, MigrationPeer destination, ReadOnlySpan<byte> wrappedKs, ReadOnlySpan<byte> wrappedKd,
+        ReadOnlySpan<byte> handshakeBinding)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         void Field(ReadOnlySpan<byte> b)
@@ -90,6 +95,7 @@ public static class MigrationKeys
         }
         Field(wrappedKs);
         Field(wrappedKd);
+        Field(handshakeBinding);
         return h.GetHashAndReset();
     }
 

@@ -27,7 +27,8 @@ public enum FrameType : byte
 /// <summary>
 /// The agents' migration channel over one TCP connection (docs/migration.md "Channel"). Before the
 /// keys exist, handshake messages are length-prefixed JSON (no secret in them: tokens, the key
-/// protector, shares wrapped to TPM keys). After, every record is AES-256-GCM with a key per
+/// protector, shares wrapped to TPM keys), sealed after an ephemeral key exchange
+/// (<see cref="ProtectHandshakeAsync"/>) so that only the two ends read them. After, every record is AES-256-GCM with a key per
 /// direction: nonce = 4 zero bytes ‖ the record's sequence number (u64, big-endian, from 0 per
 /// direction, never sent), AAD = the record's header (type, length). A record cannot be dropped,
 /// repeated, reordered, moved to the other direction or to another migration (other keys)
@@ -61,22 +62,146 @@ public sealed class SecureChannel : IAsyncDisposable
     /// <summary>Sealed records sent (the benchmark reports the mean record size).</summary>
     public long SentRecords { get; private set; }
 
-    public bool Keyed => _send is not null;
+    /// <summary>Keyed with the channel's keys (not only the handshake's).</summary>
+    public bool Keyed => _send is not null && !_handshakeKeys;
 
-    /// <summary>From now on every record is sealed. The keys are copied; the caller wipes its own.</summary>
+    /// <summary>Records are sealed with the ephemeral handshake keys of <see cref="ProtectHandshakeAsync"/>.</summary>
+    private bool _handshakeKeys;
+
+    /// <summary>
+    /// From now on every record is sealed with these keys: once, after the handshake (which may have run
+    /// under <see cref="ProtectHandshakeAsync"/>'s keys; sequence numbers start again at 0 under the new
+    /// keys). The keys are copied; the caller wipes its own.
+    /// </summary>
     public void Key(ReadOnlySpan<byte> sendKey, ReadOnlySpan<byte> receiveKey)
+    {
+        if (Keyed)
+        {
+            throw new InvalidOperationException("the channel is keyed already");
+        }
+        _send?.Dispose();
+        _receive?.Dispose();
+        _send = new AesGcm(sendKey, TagSize);
+        _receive = new AesGcm(receiveKey, TagSize);
+        _sendSeq = 0;
+        _receiveSeq = 0;
+        _handshakeKeys = false;
+    }
+
+    /// <summary>The label of the handshake's key exchange (<see cref="ProtectHandshakeAsync"/>).</summary>
+    public const string HandshakeLabel = "rempart/migration/v2/handshake/";
+
+    /// <summary>
+    /// Hides the handshake from anyone who only watches the wire: each side sends an ephemeral P-256 key
+    /// (<c>key-share {protocol, key}</c>, the only clear message; the source first), both derive
+    /// <c>HKDF(salt = binding, ECDH)</c> keys for the two directions, and every later handshake message is a
+    /// sealed record. Returns the <b>binding</b>, SHA-256 over the protocol and both ephemeral keys, which
+    /// both sides put into the channel's transcript: someone in the middle who runs this exchange with
+    /// each side separately (and so can read the handshake) leaves the two sides with different bindings,
+    /// their confirmations fail and nothing of the VM moves. Refused: a peer of another protocol
+    /// (<c>vm.migrate.protocol</c>), a share that is not one P-256 public key (<c>migration.channel.key-share</c>).
+    /// </summary>
+    public async Task<byte[]> ProtectHandshakeAsync(bool initiator, string protocol, CancellationToken ct)
     {
         if (_send is not null)
         {
             throw new InvalidOperationException("the channel is keyed already");
         }
-        _send = new AesGcm(sendKey, TagSize);
-        _receive = new AesGcm(receiveKey, TagSize);
+        using var ecdh = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
+        var mine = ecdh.PublicKey.ExportSubjectPublicKeyInfo();
+        var share = new JsonObject { ["type"] = "key-share", ["protocol"] = protocol, ["key"] = Convert.ToBase64String(mine) };
+        if (initiator)
+        {
+            await SendHandshakeAsync(share, ct);
+        }
+        var theirs = await ReceiveHandshakeAsync(ct);
+        static string? Str(JsonNode? n) => n is JsonValue v && v.TryGetValue<string>(out var t) ? t : null;
+        if (Str(theirs["type"]) == "error")
+        {
+            Expect(theirs, "key-share"); // throws the other host's refusal
+        }
+        var theirProtocol = Str(theirs["protocol"]) ?? "(none)";
+        if (theirProtocol != protocol)
+        {
+            throw new MigrationChannelException("vm.migrate.protocol", $"the other host speaks '{Printable(theirProtocol, 64)}', this agent {protocol}");
+        }
+        if (Str(theirs["type"]) != "key-share")
+        {
+            throw new MigrationChannelException("migration.channel.unexpected", $"expected 'key-share', got '{Printable(Str(theirs["type"]) ?? "(none)", 40)}'");
+        }
+        using var peer = ECDiffieHellman.Create();
+        byte[] peerKey;
+        try
+        {
+            var text = Str(theirs["key"]) ?? "";
+            if (text.Length > 256)
+            {
+                throw new FormatException("too long");
+            }
+            peerKey = Convert.FromBase64String(text);
+            peer.ImportSubjectPublicKeyInfo(peerKey, out int read);
+            if (read != peerKey.Length || peer.KeySize != 256 || peer.ExportParameters(false).Curve.Oid.Value != "1.2.840.10045.3.1.7")
+            {
+                throw new FormatException("not one P-256 public key");
+            }
+        }
+        catch (Exception e) when (e is FormatException or CryptographicException or InvalidOperationException)
+        {
+            throw new MigrationChannelException("migration.channel.key-share", "the other host's key share is not a P-256 public key: " + e.Message, e);
+        }
+        if (!initiator)
+        {
+            await SendHandshakeAsync(share, ct);
+        }
+        var binding = Binding(protocol, initiator ? mine : peerKey, initiator ? peerKey : mine);
+        var z = ecdh.DeriveRawSecretAgreement(peer.PublicKey);
+        var prk = new byte[32];
+        var toResponder = new byte[32];
+        var toInitiator = new byte[32];
+        try
+        {
+            HKDF.Extract(HashAlgorithmName.SHA256, z, binding, prk);
+            HKDF.Expand(HashAlgorithmName.SHA256, prk, toResponder, Encoding.ASCII.GetBytes(HandshakeLabel + "source-to-destination"));
+            HKDF.Expand(HashAlgorithmName.SHA256, prk, toInitiator, Encoding.ASCII.GetBytes(HandshakeLabel + "destination-to-source"));
+            _send = new AesGcm(initiator ? toResponder : toInitiator, TagSize);
+            _receive = new AesGcm(initiator ? toInitiator : toResponder, TagSize);
+            _handshakeKeys = true;
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(z);
+            CryptographicOperations.ZeroMemory(prk);
+            CryptographicOperations.ZeroMemory(toResponder);
+            CryptographicOperations.ZeroMemory(toInitiator);
+        }
+        return binding;
     }
 
-    /// <summary>A handshake message (clear; nothing secret may go in it).</summary>
+    /// <summary>SHA-256(len ‖ protocol ‖ len ‖ the source's key ‖ len ‖ the destination's key), lengths u32 big-endian.</summary>
+    public static byte[] Binding(string protocol, ReadOnlySpan<byte> sourceKey, ReadOnlySpan<byte> destinationKey)
+    {
+        using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        Span<byte> len = stackalloc byte[4];
+        foreach (var field in new[] { Encoding.UTF8.GetBytes(protocol), sourceKey.ToArray(), destinationKey.ToArray() })
+        {
+            BinaryPrimitives.WriteInt32BigEndian(len, field.Length);
+            h.AppendData(len);
+            h.AppendData(field);
+        }
+        return h.GetHashAndReset();
+    }
+
+    /// <summary>
+    /// A handshake message: sealed with the handshake keys after <see cref="ProtectHandshakeAsync"/>,
+    /// clear before it (the key share; nothing secret may go in a clear one).
+    /// </summary>
     public async Task SendHandshakeAsync(JsonObject message, CancellationToken ct)
     {
+        if (_handshakeKeys)
+        {
+            await SendControlAsync(message, ct);
+            return;
+        }
         if (_send is not null)
         {
             throw new InvalidOperationException("the handshake is over: messages are sealed now");
@@ -90,6 +215,10 @@ public sealed class SecureChannel : IAsyncDisposable
 
     public async Task<JsonObject> ReceiveHandshakeAsync(CancellationToken ct)
     {
+        if (_handshakeKeys)
+        {
+            return await ReceiveControlAsync(ct);
+        }
         var len = new byte[4];
         await ReadExactAsync(len, ct);
         int n = BinaryPrimitives.ReadInt32BigEndian(len);

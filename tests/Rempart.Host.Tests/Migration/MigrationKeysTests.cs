@@ -30,7 +30,7 @@ public sealed class MigrationKeysTests
         var ks = RandomNumberGenerator.GetBytes(32);
         var kd = RandomNumberGenerator.GetBytes(32);
         using var vmk = VmMasterKey.FromBytes(RandomNumberGenerator.GetBytes(32));
-        var transcript = MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2, 3], [4, 5]);
+        var transcript = MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2, 3], [4, 5], [6, 7]);
         using var keys = new MigrationKeys.Schedule(ks, kd, vmk, Mid, transcript);
         // Kvm per DESIGN.md §3.5 / docs/key-protector.md: HKDF(VMK, salt empty, "rempart/vm-key/v1/migration/<id>").
         var kvm = Rfc5869(new byte[32], vmk.Bytes.ToArray(), "rempart/vm-key/v1/migration/" + Mid);
@@ -46,11 +46,13 @@ public sealed class MigrationKeysTests
     public void The_transcript_is_SHA256_of_length_prefixed_fields()
     {
         static byte[] F(byte[] b) => [(byte)(b.Length >> 24), (byte)(b.Length >> 16), (byte)(b.Length >> 8), (byte)b.Length, .. b];
-        byte[] expected = SHA256.HashData([.. new[] { "rempart-migration/1", Mid, "vm-1", Src.HostId, Src.BindingKey, Dst.HostId, Dst.BindingKey }
-            .SelectMany(s => F(Encoding.UTF8.GetBytes(s))), .. F([1, 2, 3]), .. F([4, 5])]);
-        Assert.Equal(expected, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2, 3], [4, 5]));
+        byte[] expected = SHA256.HashData([.. new[] { "rempart-migration/2", Mid, "vm-1", Src.HostId, Src.BindingKey, Dst.HostId, Dst.BindingKey }
+            .SelectMany(s => F(Encoding.UTF8.GetBytes(s))), .. F([1, 2, 3]), .. F([4, 5]), .. F([6, 7])]);
+        Assert.Equal(expected, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2, 3], [4, 5], [6, 7]));
         // Moving a byte from one field to the next changes it (the length prefixes separate fields).
-        Assert.NotEqual(expected, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2], [3, 4, 5]));
+        Assert.NotEqual(expected, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2], [3, 4, 5], [6, 7]));
+        // The handshake's binding is part of it: a handshake relayed through a third key exchange gives another transcript.
+        Assert.NotEqual(expected, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2, 3], [4, 5], [6, 8]));
     }
 
     [Fact]
@@ -60,14 +62,14 @@ public sealed class MigrationKeysTests
         var kd = RandomNumberGenerator.GetBytes(32);
         using var vmk = VmMasterKey.FromBytes(RandomNumberGenerator.GetBytes(32));
         using var other = VmMasterKey.FromBytes(RandomNumberGenerator.GetBytes(32));
-        var t = MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1], [2]);
+        var t = MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1], [2], [9]);
         using var baseKeys = new MigrationKeys.Schedule(ks, kd, vmk, Mid, t);
         var flipped = (byte[])ks.Clone();
         flipped[0] ^= 1;
         using var a = new MigrationKeys.Schedule(flipped, kd, vmk, Mid, t);
         using var b = new MigrationKeys.Schedule(ks, flipped, vmk, Mid, t);
         using var c = new MigrationKeys.Schedule(ks, kd, other, Mid, t);
-        using var d = new MigrationKeys.Schedule(ks, kd, vmk, Mid, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1], [3]));
+        using var d = new MigrationKeys.Schedule(ks, kd, vmk, Mid, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1], [3], [9]));
         using var e = new MigrationKeys.Schedule(ks, kd, vmk, "f" + Mid[1..], t);
         foreach (var s in new[] { a, b, c, d, e })
         {

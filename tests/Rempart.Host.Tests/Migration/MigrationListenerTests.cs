@@ -38,9 +38,11 @@ public sealed class MigrationListenerTests : IDisposable
         var receive2 = Task.Run(() => m.ReceiveMigrationAsync(dest2, "peer2", CancellationToken.None));
         await using var c1 = new SecureChannel(peer1);
         await using var c2 = new SecureChannel(peer2);
+        await c1.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
         await c1.SendHandshakeAsync((JsonObject)hello.DeepClone(), CancellationToken.None);
         Assert.Equal("host-b", SecureChannel.Expect(await c1.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello")["hostId"]!.GetValue<string>());
         // The first peer now stalls (it has no Guardian acceptance to offer); a second hello for the same VM is answered, not refused as vm.busy.
+        await c2.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
         await c2.SendHandshakeAsync((JsonObject)hello.DeepClone(), CancellationToken.None);
         Assert.Equal("host-b", SecureChannel.Expect(await c2.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello")["hostId"]!.GetValue<string>());
         peer1.Dispose();
