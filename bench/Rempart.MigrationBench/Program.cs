@@ -187,8 +187,11 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
         // QEMU's own transports: TLS (GnuTLS, a PSK made for this migration) and/or multifd channels.
         var id = "tls" + port;
         var pskDir = Path.Combine(dir, "psk");
-        Directory.CreateDirectory(pskDir);
-        File.WriteAllText(Path.Combine(pskDir, "keys.psk"), "qemu:" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32)) + "\n");
+        if (tls)
+        {
+            Directory.CreateDirectory(pskDir);
+            File.WriteAllText(Path.Combine(pskDir, "keys.psk"), "qemu:" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32)) + "\n");
+        }
         foreach (var (q, endpoint) in new[] { (src, "client"), (dst, "server") })
         {
             await q.ExecuteAsync("migrate-set-capabilities", new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "multifd", ["state"] = multifd }) });

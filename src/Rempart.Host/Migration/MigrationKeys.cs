@@ -82,21 +82,23 @@ public static class MigrationKeys
         ReadOnlySpan<byte> handshakeBinding)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        void Field(ReadOnlySpan<byte> b)
-        {
-            Span<byte> len = stackalloc byte[4];
-            BinaryPrimitives.WriteInt32BigEndian(len, b.Length);
-            h.AppendData(len);
-            h.AppendData(b);
-        }
         foreach (var s in new[] { Protocol, migrationId, vmId, source.HostId, source.BindingKey, destination.HostId, destination.BindingKey })
         {
-            Field(Encoding.UTF8.GetBytes(s));
+            AppendField(h, Encoding.UTF8.GetBytes(s));
         }
-        Field(wrappedKs);
-        Field(wrappedKd);
-        Field(handshakeBinding);
+        AppendField(h, wrappedKs);
+        AppendField(h, wrappedKd);
+        AppendField(h, handshakeBinding);
         return h.GetHashAndReset();
+    }
+
+    /// <summary>Hashes one field as u32 big-endian length ‖ bytes, so that no field runs into the next.</summary>
+    internal static void AppendField(IncrementalHash h, ReadOnlySpan<byte> field)
+    {
+        Span<byte> len = stackalloc byte[4];
+        BinaryPrimitives.WriteInt32BigEndian(len, field.Length);
+        h.AppendData(len);
+        h.AppendData(field);
     }
 
     /// <summary>The channel's keys. Dispose wipes them.</summary>

@@ -181,13 +181,9 @@ public sealed class SecureChannel : IAsyncDisposable
     public static byte[] Binding(string protocol, ReadOnlySpan<byte> sourceKey, ReadOnlySpan<byte> destinationKey)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        Span<byte> len = stackalloc byte[4];
-        foreach (var field in new[] { Encoding.UTF8.GetBytes(protocol), sourceKey.ToArray(), destinationKey.ToArray() })
-        {
-            BinaryPrimitives.WriteInt32BigEndian(len, field.Length);
-            h.AppendData(len);
-            h.AppendData(field);
-        }
+        MigrationKeys.AppendField(h, Encoding.UTF8.GetBytes(protocol));
+        MigrationKeys.AppendField(h, sourceKey);
+        MigrationKeys.AppendField(h, destinationKey);
         return h.GetHashAndReset();
     }
 
