@@ -624,19 +624,25 @@ public sealed partial class VmManager
     /// commit had come (the agent stopped before removing the mark): keep it. Otherwise the source
     /// kept or resumed the VM: this copy is killed and removed, so the guest never runs twice.
     /// </summary>
+    /// <summary>The bundle holds a migration copy marked before this agent started (so never committed by it).</summary>
+    private bool IsUncommittedIncoming(string name, DateTime agentStart)
+    {
+        var marker = Path.Combine(_o.VmsDir, name, IncomingMarker);
+        return File.Exists(marker) && File.GetLastWriteTimeUtc(marker) < agentStart;
+    }
+
     private async Task AbandonUncommittedMigrationsAsync(DateTime agentStart)
     {
         foreach (var dir in Directory.EnumerateDirectories(_o.VmsDir))
         {
-            var marker = Path.Combine(dir, IncomingMarker);
             var name = Path.GetFileName(dir);
-            if (!File.Exists(marker) || File.GetLastWriteTimeUtc(marker) >= agentStart)
+            if (!IsUncommittedIncoming(name, agentStart))
             {
                 continue;
             }
             if (_running.TryGetValue(name, out var vm) && await QueryStatusAsync(vm) == "running")
             {
-                File.Delete(marker);
+                File.Delete(Path.Combine(dir, IncomingMarker));
                 _audit.Append("vm.migrate-in.kept", name, new Dictionary<string, object?> { ["reason"] = "the guest was running: the commit had come" });
                 continue;
             }

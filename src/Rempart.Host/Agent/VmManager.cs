@@ -122,10 +122,37 @@ public sealed partial class VmManager : IAsyncDisposable
             catch (QemuProcessException e)
             {
                 _audit.Append("vm.reattach.gone", name, new Dictionary<string, object?> { ["reason"] = e.Id });
-                _ = CleanUpAfterAsync(state, null, "ended while the agent was away");
+                if (IsUncommittedIncoming(name, agentStart))
+                {
+                    // A migration copy never committed: AbandonUncommittedMigrationsAsync removes its bundle just
+                    // below and keeps nothing of it, so there is nothing to re-encrypt after a release. Its run
+                    // state goes now, not from a clean-up that would wait for a release on a bundle about to vanish
+                    // (and so hold the VM's name as "cleaning up" against a later import or restore).
+                    DiscardRun(state);
+                }
+                else
+                {
+                    _ = CleanUpAfterAsync(state, null, "ended while the agent was away");
+                }
             }
         }
         await AbandonUncommittedMigrationsAsync(agentStart);
+    }
+
+    /// <summary>The run of a copy that is being thrown away: its swtpm stopped, its run files and run state removed, its uid freed.</summary>
+    private void DiscardRun(VmRunState state)
+    {
+        StopOrphan(state.SwtpmPid, state.SwtpmSocket);
+        try
+        {
+            File.Delete(state.NvramCopy);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+        TryDelete(state.RunDir);
+        VmRunState.Delete(_o.StateDir, state.Name);
+        _uids.Release(state.Name, state.VmUid);
     }
 
     /// <summary><c>vm create</c>: a new bundle, its disks imported or made (LUKS), NVRAM from the template, the vTPM manufactured.</summary>
