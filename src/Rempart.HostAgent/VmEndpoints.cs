@@ -139,6 +139,8 @@ internal static class VmEndpoints
         "vm.console.connect" => 502,
         "vm.name" or "vm.request" or "vm.image.missing" or "vm.snapshot.name" or "vm.migrate.target" => 400,
         "vm.migrate.connect" => 502,
+        // The peer is not the host the Guardian vouched for (or someone sits in the middle): a refusal, not a fault.
+        "migration.channel.proof" or "migration.channel.confirm" => 403,
         "vm.busy" or "vm.export.exists" => 409,
         "vm.import.missing" => 404,
         _ when id.StartsWith("vm.import.", StringComparison.Ordinal) => 422,

@@ -109,6 +109,12 @@ public sealed class MigrationFlowTests : IAsyncLifetime
         // The source's release is for the source's TPM only.
         Assert.Equal("release.unwrap.load", Assert.Throws<ReleaseUnwrapException>(() => Unwrap(m.Destination, m.SourceBinding, a.SourceRelease)).Id);
 
+        // The destination's check (before it opens a peer's share): what the Guardian recorded, no release, no audit record.
+        var auditBefore = (await AuditAsync()).Count;
+        var check = await _client.CheckMigrationAsync(a.MigrationId, new MigrationCheckRequest(m.DestinationToken));
+        Assert.Equal((a.MigrationId, VmId, a.ExpiresAt, a.Source, a.Destination), (check.MigrationId, check.VmId, check.ExpiresAt, check.Source, check.Destination));
+        Assert.Equal(auditBefore, (await AuditAsync()).Count);
+
         var accepted = await _client.AcceptMigrationAsync(a.MigrationId, new MigrationAcceptRequest(m.Kp, m.DestinationToken));
         Assert.Equal((a.MigrationId, a.Source, a.Destination), (accepted.MigrationId, accepted.Source, accepted.Destination));
         Assert.Equal(m.Destination.HostId, accepted.Release.HostId);
@@ -206,6 +212,55 @@ public sealed class MigrationFlowTests : IAsyncLifetime
         var refused = Assert.Single(audit, r => r.Kind == "vm.migration-refused");
         Assert.Equal((id, "authorise"), (refused.Data["reason"]!.GetValue<string>(), refused.Data["step"]!.GetValue<string>()));
         Assert.DoesNotContain(audit, r => r.Kind is "key.released" or "vm.migration-authorised");
+    }
+
+    [Theory]
+    [InlineData("wrong-host", "migration.wrong-host", 403)]
+    [InlineData("the-source", "migration.wrong-host", 403)]
+    [InlineData("accepted-already", "migration.used", 409)]
+    [InlineData("expired", "migration.expired", 410)]
+    [InlineData("binding-key-changed", "migration.binding-key.changed", 403)]
+    [InlineData("destination-failed-since", "migration.destination.host.not-healthy", 403)]
+    [InlineData("unknown", "migration.unknown", 404)]
+    public async Task Check_refuses_and_audits_and_releases_nothing(string @case, string id, int status)
+    {
+        using var m = await AuthorisedAsync();
+        var migrationId = m.Answer.MigrationId;
+        var token = m.DestinationToken;
+        using var third = @case == "wrong-host" ? await HostInAsync("prod") : null;
+        switch (@case)
+        {
+            case "wrong-host":
+                (token, _) = await AttestAsync(third!);
+                break;
+            case "the-source":
+                token = m.SourceToken;
+                break;
+            case "accepted-already":
+                await _client.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(m.Kp, token));
+                break;
+            case "expired":
+                _g.Clock.Advance(MigrationLifetime + TimeSpan.FromSeconds(1));
+                break;
+            case "binding-key-changed":
+                (token, _) = await AttestAsync(m.Destination);
+                break;
+            case "destination-failed-since":
+                var host = (await Store.GetHostAsync(m.Destination.HostId!))!;
+                await Store.UpdateHostAsync(host with { State = HostStates.Failed });
+                break;
+            case "unknown":
+                migrationId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+                break;
+        }
+
+        Assert.Equal((id, status), await RefusalAsync(() => _client.CheckMigrationAsync(migrationId, new MigrationCheckRequest(token))));
+        var audit = await AuditAsync();
+        var refused = Assert.Single(audit, r => r.Kind == "vm.migration-refused");
+        Assert.Equal((id, "check", migrationId), (refused.Data["reason"]!.GetValue<string>(), refused.Data["step"]!.GetValue<string>(),
+            refused.Data["migrationId"]!.GetValue<string>()));
+        Assert.Equal(@case == "unknown" ? "vm:?" : "vm:" + VmId, refused.Subject);
+        Assert.Equal(@case == "accepted-already" ? 2 : 1, audit.Count(r => r.Kind == "key.released"));
     }
 
     [Theory]

@@ -20,6 +20,8 @@ namespace Rempart.Integration.Tests;
 /// marker. B → A with A's agent killed mid-migration: the guest runs on at B, and A's restarted
 /// agent removes the half-received copy. A snapshot taken at B, the bundle exported, imported at A
 /// and restored there: the guest counts on from the snapshot (issue 7 §1, restore on another host).
+/// A → B through an active middle that runs the key exchange with each side: A refuses B's proof
+/// (made on the middle's other connection) and the middle never reads which VM was to move.
 /// A → B once B's PCRs changed: refused, the guest runs on at A. Fails when a tool is missing.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
@@ -173,6 +175,29 @@ public sealed class VmMigrationTests(ITestOutputHelper output)
         Assert.True(sinceRestore.ElapsedMilliseconds < 15_000, "the guest took as long as a boot to count again at A");
         Assert.True(Tick(restoredRegion) <= atSnapshot + 15, $"the guest counts from {Tick(restoredRegion)}, the snapshot had {atSnapshot}");
         Assert.Equal(markerText, TickMarker(restoredRegion));
+
+        // --- A → B through an active middle (it runs the key exchange with each side): it learns nothing of the VM ---
+        // The middle listens in the root namespace on the bridge; it reaches B's migration address through B's bridge address.
+        HostNetwork.Ip("route", "add", $"{h.Network.MigrationAddressB}/32", "via", h.Network.HostAddressB.ToString());
+        await using (var middle = ActiveMiddle.Start(new System.Net.IPEndPoint(h.Network.GuardianAddress, 0), b.MigrationEndPoint))
+        {
+            var intercepted = Released(a, "vm", "migrate", "mig", "--to", middle.EndPoint.ToString());
+            output.WriteLine(intercepted.Stderr + $"\nthe middle: {middle.Ended}");
+            Assert.Equal(1, intercepted.ExitCode);
+            Assert.Contains("migration.channel.proof", intercepted.Stderr);
+            Assert.Contains("keeps running here", intercepted.Stderr);
+            var read = middle.Read.ToList();
+            // It read B's hello and A's challenge, and relayed B's proof, made on B's side of the middle: A refused it and said nothing more.
+            Assert.Equal(["to-source:hello", "to-destination:challenge", "to-source:proof"], read.Select(r => $"{r.Direction}:{r.Message["type"]}"));
+            var everything = string.Join("\n", read.Select(r => r.Message.ToJsonString()));
+            Assert.DoesNotContain("vm-mig-1", everything);
+            Assert.DoesNotContain("keyProtector", everything);
+            Assert.DoesNotContain("\"vm\"", everything);
+            Assert.DoesNotContain(kp.KpId, everything);
+        }
+        Assert.Equal("running", State(a));
+        Assert.False(Directory.Exists(Path.Combine(b.DataDir, "vms", "mig")));
+        Assert.Contains("migration.channel.proof", AuditLine(a, "vm.migrate.failed"));
 
         // --- A → B once B's boot state changed: refused, nothing moves -------------------------------
         using (var tpm = new TpmClient(SwtpmTransport.ConnectUnix(b.TpmSocket)))

@@ -33,6 +33,18 @@ public sealed record MigrationAuthorisation(
     [property: JsonPropertyName("destination")] MigrationPeer Destination,
     [property: JsonPropertyName("sourceRelease")] ReleaseResponse SourceRelease);
 
+/// <summary>POST /v1/migrations/{id}/check, by the destination host with its token: is this a live migration to me? (Before it opens a peer's share in its TPM.)</summary>
+public sealed record MigrationCheckRequest(
+    [property: JsonPropertyName("token")] string Token);
+
+/// <summary>The answer to a check: the migration's VM, lifetime and both ends. Releases nothing.</summary>
+public sealed record MigrationCheck(
+    [property: JsonPropertyName("migrationId")] string MigrationId,
+    [property: JsonPropertyName("vmId")] string VmId,
+    [property: JsonPropertyName("expiresAt")] DateTimeOffset ExpiresAt,
+    [property: JsonPropertyName("source")] MigrationPeer Source,
+    [property: JsonPropertyName("destination")] MigrationPeer Destination);
+
 /// <summary>POST /v1/migrations/{id}/accept, by the destination host, with the same key protector and its own token.</summary>
 public sealed record MigrationAcceptRequest(
     [property: JsonPropertyName("keyProtector")] string KeyProtector,

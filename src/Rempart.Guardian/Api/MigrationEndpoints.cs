@@ -7,7 +7,7 @@ using Rempart.Guardian.Release;
 namespace Rempart.Guardian.Api;
 
 /// <summary>
-/// Live migration (docs/migration.md): authorise (source), accept (destination), complete (source).
+/// Live migration (docs/migration.md): authorise (source), check and accept (destination), complete (source).
 /// Host-facing like /v1/releases: the health tokens are the credential, no API token; a refusal
 /// is a problem document whose title is its stable id.
 /// </summary>
@@ -17,6 +17,8 @@ public static class MigrationEndpoints
     {
         app.MapPost("/v1/migrations", (MigrationAuthoriseRequest request, MigrationService migrations, CancellationToken ct) =>
             Answer(() => migrations.AuthoriseAsync(request, ct)));
+        app.MapPost("/v1/migrations/{id}/check", (string id, MigrationCheckRequest request, MigrationService migrations, CancellationToken ct) =>
+            Answer(() => migrations.CheckAsync(id, request, ct)));
         app.MapPost("/v1/migrations/{id}/accept", (string id, MigrationAcceptRequest request, MigrationService migrations, CancellationToken ct) =>
             Answer(() => migrations.AcceptAsync(id, request, ct)));
         app.MapPost("/v1/migrations/{id}/complete", (string id, MigrationCompleteRequest request, MigrationService migrations, CancellationToken ct) =>

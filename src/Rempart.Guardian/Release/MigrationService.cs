@@ -119,35 +119,32 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
         }
     }
 
+    /// <summary>
+    /// The destination asks, with its token, whether <paramref name="id"/> is a live migration to it, before
+    /// it spends a TPM operation on a share a peer sent (docs/migration.md, "Key agreement"): every check
+    /// of accept that needs no key protector. Releases nothing and changes nothing; a refusal is audited.
+    /// </summary>
+    public async Task<MigrationCheck> CheckAsync(string id, MigrationCheckRequest request, CancellationToken ct)
+    {
+        var context = new JsonObject { ["step"] = "check", ["migrationId"] = id };
+        try
+        {
+            var (m, _, _) = await DestinationAsync(id, request.Token, context, ct);
+            return new MigrationCheck(id, m.VmId, m.ExpiresAt, m.Source, m.Destination);
+        }
+        catch (ReleaseException e)
+        {
+            throw await RefuseAsync(SubjectOf(context), context, e, ct);
+        }
+    }
+
     public async Task<MigrationAcceptance> AcceptAsync(string id, MigrationAcceptRequest request, CancellationToken ct)
     {
-        string subject = "vm:?";
         var context = new JsonObject { ["step"] = "accept", ["migrationId"] = id };
         try
         {
-            var now = time.GetUtcNow();
-            var m = Find(id, now);
-            subject = ReleaseService.Subject(m.VmId);
-            context["vmId"] = m.VmId;
-            context["kpId"] = m.KpId;
-            if (now >= m.ExpiresAt)
-            {
-                throw new ReleaseException("migration.expired", $"migration {id} expired at {m.ExpiresAt:u}: authorise it again", 410);
-            }
-            if (m.State != MigrationState.Authorised)
-            {
-                throw Used(id);
-            }
-            var (claims, host) = await releases.CheckTokenAndHostAsync(request.Token, Child(context, "destination"), Destination, ct);
-            if (host.Id != m.Destination.HostId)
-            {
-                throw new ReleaseException("migration.wrong-host", $"migration {id} goes to host {m.Destination.HostId}, not {host.Id}");
-            }
-            if (!string.Equals(claims["rempart.binding-key"]?.GetValue<string>(), m.Destination.BindingKey, StringComparison.Ordinal))
-            {
-                throw new ReleaseException("migration.binding-key.changed",
-                    $"host {host.Id} was authorised with binding key {m.Destination.BindingKey}; accept with the token that names it");
-            }
+            var (m, claims, host) = await DestinationAsync(id, request.Token, context, ct);
+            var subject = ReleaseService.Subject(m.VmId);
             var binding = ReleaseService.BindingKey(claims, Destination);
             if (!CryptographicOperations.FixedTimeEquals(Digest(request.KeyProtector), m.KpDigest))
             {
@@ -177,7 +174,7 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
         }
         catch (Exception e) when (e is ReleaseException or KeyProviderException)
         {
-            throw await RefuseAsync(subject, context, e, ct);
+            throw await RefuseAsync(SubjectOf(context), context, e, ct);
         }
     }
 
@@ -242,6 +239,38 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
     /// </summary>
     private async Task<string> CheckIssuedTokenAsync(string token, JsonObject context, CancellationToken ct) =>
         (await releases.CheckIssuedAsync(token, DateTimeOffset.UnixEpoch, context, Source, ct)).Issued.HostId;
+
+    /// <summary>Accept's and check's common part: a live, not yet accepted migration, and a token of its recorded destination with the recorded binding key.</summary>
+    private async Task<(Migration M, JsonObject Claims, HostRecord Host)> DestinationAsync(string id, string token, JsonObject context, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        var m = Find(id, now);
+        context["vmId"] = m.VmId;
+        context["kpId"] = m.KpId;
+        if (now >= m.ExpiresAt)
+        {
+            throw new ReleaseException("migration.expired", $"migration {id} expired at {m.ExpiresAt:u}: authorise it again", 410);
+        }
+        if (m.State != MigrationState.Authorised)
+        {
+            throw Used(id);
+        }
+        var (claims, host) = await releases.CheckTokenAndHostAsync(token, Child(context, "destination"), Destination, ct);
+        if (host.Id != m.Destination.HostId)
+        {
+            throw new ReleaseException("migration.wrong-host", $"migration {id} goes to host {m.Destination.HostId}, not {host.Id}");
+        }
+        if (!string.Equals(claims["rempart.binding-key"]?.GetValue<string>(), m.Destination.BindingKey, StringComparison.Ordinal))
+        {
+            throw new ReleaseException("migration.binding-key.changed",
+                $"host {host.Id} was authorised with binding key {m.Destination.BindingKey}; accept with the token that names it");
+        }
+        return (m, claims, host);
+    }
+
+    /// <summary>The audit subject of a refusal: the VM once the migration was found, <c>vm:?</c> before.</summary>
+    private static string SubjectOf(JsonObject context) =>
+        context["vmId"] is JsonValue v && v.TryGetValue<string>(out var vmId) ? ReleaseService.Subject(vmId) : "vm:?";
 
     private Migration Find(string id, DateTimeOffset now)
     {

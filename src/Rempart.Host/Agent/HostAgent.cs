@@ -182,6 +182,9 @@ public sealed class HostAgent : IDisposable, IMigrationHost
     public Task<MigrationAuthorisation> AuthoriseMigrationAsync(string keyProtector, string destinationToken, HostCredential me, CancellationToken ct) =>
         _guardian.AuthoriseMigrationAsync(new MigrationAuthoriseRequest(keyProtector, me.Token, destinationToken), ct);
 
+    public Task<MigrationCheck> CheckMigrationAsync(string migrationId, HostCredential me, CancellationToken ct) =>
+        _guardian.CheckMigrationAsync(migrationId, new MigrationCheckRequest(me.Token), ct);
+
     public Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, string keyProtector, HostCredential me, CancellationToken ct) =>
         _guardian.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(keyProtector, me.Token), ct);
 
@@ -310,6 +313,8 @@ public interface IMigrationHost
     HostCredential CurrentCredential();
 
     Task<MigrationAuthorisation> AuthoriseMigrationAsync(string keyProtector, string destinationToken, HostCredential me, CancellationToken ct);
+
+    Task<MigrationCheck> CheckMigrationAsync(string migrationId, HostCredential me, CancellationToken ct);
 
     Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, string keyProtector, HostCredential me, CancellationToken ct);
 

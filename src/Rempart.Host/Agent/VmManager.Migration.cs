@@ -89,10 +89,7 @@ public sealed partial class VmManager
             channel = new SecureChannel(tcp.GetStream());
             phase = "handshake";
             var binding = await Step(c => channel.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, c), ct);
-            await channel.SendHandshakeAsync(new JsonObject
-            {
-                ["type"] = "hello", ["protocol"] = MigrationKeys.Protocol, ["vm"] = name, ["vmId"] = bundle.Config.VmId, ["kpId"] = bundle.KeyProtector.KpId,
-            }, ct);
+            // The destination speaks first; nothing about the VM goes out before it proved it is the attested host (below).
             var hello = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "hello");
             var destinationToken = Text(hello, "token", 16 * 1024);
             destinationHost = Text(hello, "hostId", 200);
@@ -120,9 +117,17 @@ public sealed partial class VmManager
                 using var vmk = await Host.UnwrapAsync(auth.SourceRelease, kp, me, ct);
                 bundle.CheckKey(vmk);
                 wrappedKs = MigrationKeys.WrapShare(MigrationKeys.PeerBindingKey(auth.Destination), ks, auth.MigrationId, 's');
+                phase = "destination-proof";
                 await channel.SendHandshakeAsync(new JsonObject
                 {
-                    ["type"] = "offer", ["migrationId"] = auth.MigrationId, ["keyProtector"] = kp, ["wrappedShare"] = Convert.ToBase64String(wrappedKs),
+                    ["type"] = "challenge", ["migrationId"] = auth.MigrationId, ["wrappedShare"] = Convert.ToBase64String(wrappedKs),
+                }, ct);
+                var proof = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "proof");
+                MigrationKeys.CheckDestinationProof(ks, binding, auth.MigrationId, Base64(proof, "proof"));
+                // The peer of this connection opened Ks in the attested destination's TPM: now it may learn which VM moves.
+                await channel.SendHandshakeAsync(new JsonObject
+                {
+                    ["type"] = "offer", ["vm"] = name, ["vmId"] = bundle.Config.VmId, ["kpId"] = bundle.KeyProtector.KpId, ["keyProtector"] = kp,
                 }, ct);
                 phase = "key-agreement";
                 var accept = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "accept");
@@ -408,34 +413,53 @@ public sealed partial class VmManager
         await using var channel = new SecureChannel(stream);
         string name = "?", phase = "handshake";
         string? migrationId = null;
+        byte[]? ks = null; // the source's share, from its opening in the TPM to the key schedule
         SemaphoreSlim? gate = null;
         bool created = false, started = false;
         var clock = Stopwatch.StartNew();
         try
         {
-            // A source sends its key share and says hello as soon as it is connected: an idle peer is dropped after 10 s.
+            // A source sends its key share as soon as it is connected: an idle peer is dropped after 10 s.
             var binding = await Step(c => channel.ProtectHandshakeAsync(initiator: false, MigrationKeys.Protocol, c), ct, HelloTimeout);
-            var hello = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct, HelloTimeout), "hello");
-            if (Text(hello, "protocol", 64) != MigrationKeys.Protocol)
+            var me = Host.CurrentCredential();
+            await channel.SendHandshakeAsync(new JsonObject { ["type"] = "hello", ["protocol"] = MigrationKeys.Protocol, ["hostId"] = me.HostId, ["token"] = me.Token }, ct);
+
+            // The peer is anyone until the Guardian says this migration is ours: only then is a share opened in the TPM.
+            phase = "check";
+            var challenge = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "challenge");
+            migrationId = Text(challenge, "migrationId", 32);
+            var wrappedKs = Base64(challenge, "wrappedShare");
+            MigrationCheck check;
+            try
             {
-                throw new VmOperationException("vm.migrate.protocol", $"the source speaks '{SecureChannel.Printable(Text(hello, "protocol", 64), 64)}', this agent {MigrationKeys.Protocol}");
+                check = await Host.CheckMigrationAsync(migrationId, me, ct);
             }
-            name = CheckName(Text(hello, "vm", 63));
-            var vmId = Text(hello, "vmId", 64);
-            // No lock yet: until the Guardian has accepted this migration the peer is anyone, and
-            // holding the VM's name for it would let anyone delay real migrations (vm.busy).
+            catch (Guardian.GuardianException e)
+            {
+                throw new VmOperationException(e.Id, $"the Guardian does not know this migration for this host: {e.Message}", e);
+            }
+            if (check.Destination.HostId != me.HostId || check.MigrationId != migrationId)
+            {
+                throw new VmOperationException("vm.migrate.authorisation", "the Guardian's migration record names another host");
+            }
+            ks = await Host.DecryptShareAsync(wrappedKs, MigrationKeys.DecryptLabel(migrationId, 's'), me, ct);
+            await channel.SendHandshakeAsync(new JsonObject { ["type"] = "proof", ["proof"] = Convert.ToBase64String(MigrationKeys.DestinationProof(ks, binding, migrationId)) }, ct);
+
+            phase = "accept";
+            var offer = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "offer");
+            name = CheckName(Text(offer, "vm", 63));
+            var vmId = Text(offer, "vmId", 64);
+            var kp = Text(offer, "keyProtector", 256 * 1024);
+            if (vmId != check.VmId)
+            {
+                throw new VmOperationException("vm.migrate.authorisation", "the source offers another VM than the one the Guardian authorised");
+            }
+            // No lock yet: the Guardian has not accepted this migration, and holding the VM's name
+            // before that would let a half-done migration delay real ones (vm.busy).
             if (Directory.Exists(BundleDir(name)))
             {
                 throw new VmOperationException("vm.exists", $"a VM named {name} already exists on the destination");
             }
-            var me = Host.CurrentCredential();
-            await channel.SendHandshakeAsync(new JsonObject { ["type"] = "hello", ["protocol"] = MigrationKeys.Protocol, ["hostId"] = me.HostId, ["token"] = me.Token }, ct);
-
-            phase = "accept";
-            var offer = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "offer");
-            migrationId = Text(offer, "migrationId", 32);
-            var kp = Text(offer, "keyProtector", 256 * 1024);
-            var wrappedKs = Base64(offer, "wrappedShare");
             MigrationAcceptance acc;
             try
             {
@@ -466,7 +490,6 @@ public sealed partial class VmManager
             {
                 using (vmk)
                 {
-                    var ks = await Host.DecryptShareAsync(wrappedKs, MigrationKeys.DecryptLabel(migrationId, 's'), me, ct);
                     var kd = RandomNumberGenerator.GetBytes(MigrationKeys.ShareLength);
                     try
                     {
@@ -483,8 +506,8 @@ public sealed partial class VmManager
                     }
                     finally
                     {
-                        CryptographicOperations.ZeroMemory(ks);
                         CryptographicOperations.ZeroMemory(kd);
+                        CryptographicOperations.ZeroMemory(ks);
                     }
                 }
 
@@ -611,6 +634,10 @@ public sealed partial class VmManager
         }
         finally
         {
+            if (ks is not null)
+            {
+                CryptographicOperations.ZeroMemory(ks);
+            }
             gate?.Release();
         }
     }
@@ -618,12 +645,6 @@ public sealed partial class VmManager
     /// <summary>A bundle whose migration has not been committed carries this file; an agent start removes such bundles unless their VM runs.</summary>
     public const string IncomingMarker = ".incoming";
 
-    /// <summary>
-    /// After an agent restart: a bundle still marked <see cref="IncomingMarker"/> (from before this
-    /// start) belongs to a migration this agent never finished. If its QEMU runs the guest, the
-    /// commit had come (the agent stopped before removing the mark): keep it. Otherwise the source
-    /// kept or resumed the VM: this copy is killed and removed, so the guest never runs twice.
-    /// </summary>
     /// <summary>The bundle holds a migration copy marked before this agent started (so never committed by it).</summary>
     private bool IsUncommittedIncoming(string name, DateTime agentStart)
     {
@@ -631,6 +652,12 @@ public sealed partial class VmManager
         return File.Exists(marker) && File.GetLastWriteTimeUtc(marker) < agentStart;
     }
 
+    /// <summary>
+    /// After an agent restart: a bundle still marked <see cref="IncomingMarker"/> (from before this
+    /// start) belongs to a migration this agent never finished. If its QEMU runs the guest, the
+    /// commit had come (the agent stopped before removing the mark): keep it. Otherwise the source
+    /// kept or resumed the VM: this copy is killed and removed, so the guest never runs twice.
+    /// </summary>
     private async Task AbandonUncommittedMigrationsAsync(DateTime agentStart)
     {
         foreach (var dir in Directory.EnumerateDirectories(_o.VmsDir))

@@ -62,6 +62,10 @@ public sealed class GuardianClient : IDisposable
     public Task<MigrationAuthorisation> AuthoriseMigrationAsync(MigrationAuthoriseRequest request, CancellationToken ct = default) =>
         PostAsync<MigrationAuthorisation>("v1/migrations", request, ct);
 
+    /// <summary>The destination host asks whether a migration is a live one to it (releases nothing).</summary>
+    public Task<MigrationCheck> CheckMigrationAsync(string migrationId, MigrationCheckRequest request, CancellationToken ct = default) =>
+        PostAsync<MigrationCheck>($"v1/migrations/{Uri.EscapeDataString(migrationId)}/check", request, ct);
+
     /// <summary>The destination host accepts an authorised migration and gets its release.</summary>
     public Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, MigrationAcceptRequest request, CancellationToken ct = default) =>
         PostAsync<MigrationAcceptance>($"v1/migrations/{Uri.EscapeDataString(migrationId)}/accept", request, ct);

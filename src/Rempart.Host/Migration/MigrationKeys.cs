@@ -27,7 +27,7 @@ namespace Rempart.Host.Migration;
 /// </summary>
 public static class MigrationKeys
 {
-    public const string Protocol = "rempart-migration/2";
+    public const string Protocol = "rempart-migration/3";
     public const int ShareLength = 32;
     public const string LabelPrefix = "rempart/migration/v1/";
 
@@ -99,6 +99,45 @@ public static class MigrationKeys
         BinaryPrimitives.WriteInt32BigEndian(len, field.Length);
         h.AppendData(len);
         h.AppendData(field);
+    }
+
+    /// <summary>The label of the destination's proof key (<see cref="DestinationProof"/>).</summary>
+    public const string ProofLabel = "rempart/migration/v3/destination-proof";
+
+    /// <summary>
+    /// The destination's proof that it opened Ks in its TPM on <i>this</i> connection, before the source says
+    /// anything about the VM: HMAC-SHA256(HKDF-SHA256(Ks, salt = handshake binding, <see cref="ProofLabel"/>),
+    /// <c>destination\0</c> ‖ Ks's label). Ks opens only in the TPM of the binding key the Guardian vouched
+    /// for, in its attested state; the binding differs on each side of someone in the middle who ran the key
+    /// exchange with each, so a relayed proof does not match.
+    /// </summary>
+    public static byte[] DestinationProof(ReadOnlySpan<byte> ks, ReadOnlySpan<byte> handshakeBinding, string migrationId)
+    {
+        if (ks.Length != ShareLength)
+        {
+            throw new MigrationChannelException("migration.share", $"a channel share is {ShareLength} bytes");
+        }
+        var key = new byte[32];
+        try
+        {
+            HKDF.DeriveKey(HashAlgorithmName.SHA256, ks, key, handshakeBinding, Encoding.ASCII.GetBytes(ProofLabel));
+            return HMACSHA256.HashData(key, Encoding.ASCII.GetBytes("destination\0" + Label(migrationId, 's')));
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(key);
+        }
+    }
+
+    /// <summary>Checks the destination's proof in constant time (<c>migration.channel.proof</c>).</summary>
+    public static void CheckDestinationProof(ReadOnlySpan<byte> ks, ReadOnlySpan<byte> handshakeBinding, string migrationId, byte[]? given)
+    {
+        var expected = DestinationProof(ks, handshakeBinding, migrationId);
+        if (given is null || !CryptographicOperations.FixedTimeEquals(expected, given))
+        {
+            throw new MigrationChannelException("migration.channel.proof",
+                "the destination could not prove it opened the share wrapped to the binding key the Guardian vouched for on this connection (not the attested host, or someone in the middle): nothing about the VM was sent");
+        }
     }
 
     /// <summary>The channel's keys. Dispose wipes them.</summary>

@@ -43,10 +43,42 @@ public sealed class MigrationKeysTests
     }
 
     [Fact]
+    public void The_destination_proof_is_HMAC_under_HKDF_of_Ks_salted_with_the_handshake_binding()
+    {
+        var ks = RandomNumberGenerator.GetBytes(32);
+        var binding = RandomNumberGenerator.GetBytes(32);
+        var key = Rfc5869(binding, ks, "rempart/migration/v3/destination-proof");
+        var expected = HMACSHA256.HashData(key, Encoding.ASCII.GetBytes("destination\0rempart/migration/v1/" + Mid + "/s"));
+        Assert.Equal(expected, MigrationKeys.DestinationProof(ks, binding, Mid));
+        MigrationKeys.CheckDestinationProof(ks, binding, Mid, expected);
+    }
+
+    [Fact]
+    public void A_proof_made_on_another_connection_with_another_share_or_for_another_migration_is_refused()
+    {
+        var ks = RandomNumberGenerator.GetBytes(32);
+        var binding = RandomNumberGenerator.GetBytes(32);
+        var other = "fedcba9876543210fedcba9876543210";
+        var flipped = (byte[])ks.Clone();
+        flipped[^1] ^= 1;
+        var wrongBinding = (byte[])binding.Clone();
+        wrongBinding[0] ^= 0x80;
+        // A middle that runs the key exchange with each side holds two bindings: the destination's proof is made with its own.
+        foreach (var proof in new[] { MigrationKeys.DestinationProof(ks, wrongBinding, Mid), MigrationKeys.DestinationProof(flipped, binding, Mid),
+            MigrationKeys.DestinationProof(ks, binding, other), new byte[32], [], null })
+        {
+            var e = Assert.Throws<MigrationChannelException>(() => MigrationKeys.CheckDestinationProof(ks, binding, Mid, proof));
+            Assert.Equal("migration.channel.proof", e.Id);
+        }
+        Assert.Equal("migration.share", Assert.Throws<MigrationChannelException>(() => MigrationKeys.DestinationProof(ks[..31], binding, Mid)).Id);
+        Assert.Equal("migration.id", Assert.Throws<MigrationChannelException>(() => MigrationKeys.DestinationProof(ks, binding, "not-an-id")).Id);
+    }
+
+    [Fact]
     public void The_transcript_is_SHA256_of_length_prefixed_fields()
     {
         static byte[] F(byte[] b) => [(byte)(b.Length >> 24), (byte)(b.Length >> 16), (byte)(b.Length >> 8), (byte)b.Length, .. b];
-        byte[] expected = SHA256.HashData([.. new[] { "rempart-migration/2", Mid, "vm-1", Src.HostId, Src.BindingKey, Dst.HostId, Dst.BindingKey }
+        byte[] expected = SHA256.HashData([.. new[] { "rempart-migration/3", Mid, "vm-1", Src.HostId, Src.BindingKey, Dst.HostId, Dst.BindingKey }
             .SelectMany(s => F(Encoding.UTF8.GetBytes(s))), .. F([1, 2, 3]), .. F([4, 5]), .. F([6, 7])]);
         Assert.Equal(expected, MigrationKeys.Transcript(Mid, "vm-1", Src, Dst, [1, 2, 3], [4, 5], [6, 7]));
         // Moving a byte from one field to the next changes it (the length prefixes separate fields).

@@ -1,6 +1,8 @@
 using System.Net.Sockets;
+using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Rempart.Host.Agent;
+using Rempart.Host.Guardian;
 using Rempart.Attestation.Protocol;
 using Rempart.Host.Migration;
 using Rempart.Host.Tests.Infrastructure;
@@ -9,13 +11,17 @@ namespace Rempart.Host.Tests.Migration;
 
 /// <summary>
 /// The destination's side before the Guardian has accepted a migration: the peer is anyone, so it
-/// must not hold the VM's name, nor a connection for long without saying hello. (A fake host
-/// stands in for the attestation side: these steps never reach the TPM or the Guardian.)
+/// gets nothing but this host's hello, holds no VM name, and makes the TPM open nothing until the
+/// Guardian says the migration is one to this host. (A fake host stands in for the attestation
+/// side, to count what reaches the TPM and the Guardian; MigrationFlowTests and VmMigrationTests
+/// run the real ones.)
 /// </summary>
 public sealed class MigrationListenerTests : IDisposable
 {
+    private const string Mid = "0123456789abcdef0123456789abcdef";
     private readonly string _dir = Directory.CreateTempSubdirectory("rempart-miglisten-").FullName;
     private readonly SocketPairs _pairs;
+    private readonly FakeHost _host = new();
 
     public MigrationListenerTests() => _pairs = new SocketPairs(_dir);
 
@@ -25,30 +31,96 @@ public sealed class MigrationListenerTests : IDisposable
         new(VmHostOptions.Under(Path.Combine(_dir, "data"), Path.Combine(_dir, "run")) with { ShmDir = _dir },
             (_, _) => throw new InvalidOperationException("no release in these tests"),
             new AgentAuditLog(Path.Combine(_dir, "audit.jsonl")))
-        { MigrationHost = new NoGuardian() };
+        { MigrationHost = _host };
+
+    /// <summary>Connects as a source would: key exchange, then the destination's hello.</summary>
+    private async Task<(SecureChannel Channel, byte[] Binding, NetworkStream Peer, Task Receive)> ConnectAsync(VmManager m, string from)
+    {
+        var (peer, dest) = await _pairs.StreamsAsync();
+        var receive = Task.Run(() => m.ReceiveMigrationAsync(dest, from, CancellationToken.None));
+        var channel = new SecureChannel(peer);
+        var binding = await channel.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+        var hello = SecureChannel.Expect(await channel.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello");
+        Assert.Equal("host-b", hello["hostId"]!.GetValue<string>());
+        return (channel, binding, peer, receive);
+    }
+
+    private static JsonObject Challenge(byte[] wrapped) =>
+        new() { ["type"] = "challenge", ["migrationId"] = Mid, ["wrappedShare"] = Convert.ToBase64String(wrapped) };
 
     [Fact]
-    public async Task A_peer_that_said_hello_does_not_hold_the_vm_name_for_another()
+    public async Task A_peer_that_stalls_after_the_hello_holds_nothing_and_another_is_answered()
     {
         await using var m = Manager();
-        var hello = new JsonObject { ["type"] = "hello", ["protocol"] = MigrationKeys.Protocol, ["vm"] = "web1", ["vmId"] = "vm-1", ["kpId"] = "kp" };
-        var (peer1, dest1) = await _pairs.StreamsAsync();
-        var (peer2, dest2) = await _pairs.StreamsAsync();
-        var receive1 = Task.Run(() => m.ReceiveMigrationAsync(dest1, "peer1", CancellationToken.None));
-        var receive2 = Task.Run(() => m.ReceiveMigrationAsync(dest2, "peer2", CancellationToken.None));
-        await using var c1 = new SecureChannel(peer1);
-        await using var c2 = new SecureChannel(peer2);
-        await c1.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
-        await c1.SendHandshakeAsync((JsonObject)hello.DeepClone(), CancellationToken.None);
-        Assert.Equal("host-b", SecureChannel.Expect(await c1.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello")["hostId"]!.GetValue<string>());
-        // The first peer now stalls (it has no Guardian acceptance to offer); a second hello for the same VM is answered, not refused as vm.busy.
-        await c2.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
-        await c2.SendHandshakeAsync((JsonObject)hello.DeepClone(), CancellationToken.None);
-        Assert.Equal("host-b", SecureChannel.Expect(await c2.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello")["hostId"]!.GetValue<string>());
+        var (c1, _, peer1, receive1) = await ConnectAsync(m, "peer1");
+        // The first peer now stalls (it has no migration the Guardian knows); a second one is answered all the same.
+        var (c2, _, peer2, receive2) = await ConnectAsync(m, "peer2");
+        Assert.Equal((0, 0), (_host.Checks, _host.Decrypts));
+        await c1.DisposeAsync();
+        await c2.DisposeAsync();
         peer1.Dispose();
         peer2.Dispose();
         await Task.WhenAll(Ended(receive1), Ended(receive2)).WaitAsync(TimeSpan.FromSeconds(30));
     }
+
+    [Fact]
+    public async Task A_challenge_for_a_migration_the_Guardian_does_not_know_is_refused_before_the_TPM_opens_anything()
+    {
+        await using var m = Manager();
+        _host.Check = _ => throw new GuardianException("migration.unknown", "no migration " + Mid, 404);
+        var (c, _, peer, receive) = await ConnectAsync(m, "stranger");
+        await c.SendHandshakeAsync(Challenge(RandomNumberGenerator.GetBytes(256)), CancellationToken.None);
+        var e = await Assert.ThrowsAsync<MigrationChannelException>(async () =>
+            SecureChannel.Expect(await c.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "proof"));
+        Assert.Equal("migration.unknown", e.Id);
+        Assert.Equal("migration.unknown", (await Assert.ThrowsAsync<VmOperationException>(() => receive.WaitAsync(TimeSpan.FromSeconds(30)))).Id);
+        Assert.Equal((1, 0), (_host.Checks, _host.Decrypts));
+        await c.DisposeAsync();
+        peer.Dispose();
+    }
+
+    [Fact]
+    public async Task A_migration_the_Guardian_records_for_another_host_is_refused_before_the_TPM_opens_anything()
+    {
+        await using var m = Manager();
+        _host.Check = id => Check(id, destination: "host-c");
+        var (c, _, peer, receive) = await ConnectAsync(m, "other");
+        await c.SendHandshakeAsync(Challenge(RandomNumberGenerator.GetBytes(256)), CancellationToken.None);
+        Assert.Equal("vm.migrate.authorisation", (await Assert.ThrowsAsync<VmOperationException>(() => receive.WaitAsync(TimeSpan.FromSeconds(30)))).Id);
+        Assert.Equal((1, 0), (_host.Checks, _host.Decrypts));
+        await c.DisposeAsync();
+        peer.Dispose();
+    }
+
+    [Fact]
+    public async Task For_a_migration_the_Guardian_knows_the_destination_proves_it_opened_the_share_on_this_connection()
+    {
+        await using var m = Manager();
+        var ks = RandomNumberGenerator.GetBytes(MigrationKeys.ShareLength);
+        var wrapped = RandomNumberGenerator.GetBytes(256);
+        _host.Check = id => Check(id, destination: "host-b");
+        _host.Decrypt = (w, label) =>
+        {
+            // The TPM is asked for exactly the share sent, under the source-to-destination label of this migration.
+            Assert.Equal(wrapped, w);
+            Assert.Equal(MigrationKeys.DecryptLabel(Mid, 's'), label);
+            return (byte[])ks.Clone();
+        };
+        var (c, binding, peer, receive) = await ConnectAsync(m, "source");
+        await c.SendHandshakeAsync(Challenge(wrapped), CancellationToken.None);
+        var proof = SecureChannel.Expect(await c.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "proof");
+        var given = Convert.FromBase64String(proof["proof"]!.GetValue<string>());
+        MigrationKeys.CheckDestinationProof(ks, binding, Mid, given);
+        // The same proof checked against another connection's binding (a middle's other half) fails.
+        Assert.Throws<MigrationChannelException>(() => MigrationKeys.CheckDestinationProof(ks, RandomNumberGenerator.GetBytes(32), Mid, given));
+        Assert.Equal((1, 1), (_host.Checks, _host.Decrypts));
+        await c.DisposeAsync();
+        peer.Dispose();
+        await Ended(receive).WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    private static MigrationCheck Check(string id, string destination) =>
+        new(id, "vm-1", DateTimeOffset.UtcNow.AddMinutes(2), new MigrationPeer("host-a", "g", "", ""), new MigrationPeer(destination, "g", "", ""));
 
     [Fact]
     public async Task A_peer_that_never_says_hello_is_dropped_long_before_the_90_s_step_limit()
@@ -74,12 +146,25 @@ public sealed class MigrationListenerTests : IDisposable
         }
     }
 
-    private sealed class NoGuardian : IMigrationHost
+    private sealed class FakeHost : IMigrationHost
     {
+        public Func<string, MigrationCheck> Check { get; set; } = _ => throw new NotSupportedException();
+
+        public Func<byte[], byte[], byte[]> Decrypt { get; set; } = (_, _) => throw new NotSupportedException();
+
+        public int Checks;
+        public int Decrypts;
+
         public HostCredential CurrentCredential() => new("host-b", "token-b", [], null!, null!);
 
         public Task<MigrationAuthorisation> AuthoriseMigrationAsync(string keyProtector, string destinationToken, HostCredential me, CancellationToken ct) =>
             throw new NotSupportedException();
+
+        public Task<MigrationCheck> CheckMigrationAsync(string migrationId, HostCredential me, CancellationToken ct)
+        {
+            Interlocked.Increment(ref Checks);
+            return Task.FromResult(Check(migrationId));
+        }
 
         public Task<MigrationAcceptance> AcceptMigrationAsync(string migrationId, string keyProtector, HostCredential me, CancellationToken ct) =>
             throw new NotSupportedException();
@@ -89,6 +174,10 @@ public sealed class MigrationListenerTests : IDisposable
         public Task<Rempart.KeyProtection.VmMasterKey> UnwrapAsync(ReleaseResponse release, string keyProtector, HostCredential me, CancellationToken ct) =>
             throw new NotSupportedException();
 
-        public Task<byte[]> DecryptShareAsync(byte[] wrapped, byte[] label, HostCredential me, CancellationToken ct) => throw new NotSupportedException();
+        public Task<byte[]> DecryptShareAsync(byte[] wrapped, byte[] label, HostCredential me, CancellationToken ct)
+        {
+            Interlocked.Increment(ref Decrypts);
+            return Task.FromResult(Decrypt(wrapped, label));
+        }
     }
 }
