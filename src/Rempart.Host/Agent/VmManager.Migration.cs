@@ -428,6 +428,7 @@ public sealed partial class VmManager
             phase = "check";
             var challenge = SecureChannel.Expect(await Step(channel.ReceiveHandshakeAsync, ct), "challenge");
             migrationId = Text(challenge, "migrationId", 32);
+            var label = MigrationKeys.DecryptLabel(migrationId, 's'); // refuses an id that is not 32 lowercase hex digits (migration.id)
             var wrappedKs = Base64(challenge, "wrappedShare");
             MigrationCheck check;
             try
@@ -442,7 +443,7 @@ public sealed partial class VmManager
             {
                 throw new VmOperationException("vm.migrate.authorisation", "the Guardian's migration record names another host");
             }
-            ks = await Host.DecryptShareAsync(wrappedKs, MigrationKeys.DecryptLabel(migrationId, 's'), me, ct);
+            ks = await Host.DecryptShareAsync(wrappedKs, label, me, ct);
             await channel.SendHandshakeAsync(new JsonObject { ["type"] = "proof", ["proof"] = Convert.ToBase64String(MigrationKeys.DestinationProof(ks, binding, migrationId)) }, ct);
 
             phase = "accept";

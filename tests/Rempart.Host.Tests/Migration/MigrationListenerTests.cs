@@ -79,6 +79,21 @@ public sealed class MigrationListenerTests : IDisposable
         peer.Dispose();
     }
 
+    [Theory]
+    [InlineData("../../v1/hosts")]
+    [InlineData("0123456789ABCDEF0123456789ABCDEF")]
+    [InlineData("0123456789abcdef")]
+    public async Task A_challenge_whose_migration_id_is_malformed_is_refused_before_the_Guardian_is_asked(string id)
+    {
+        await using var m = Manager();
+        var (c, _, peer, receive) = await ConnectAsync(m, "stranger");
+        await c.SendHandshakeAsync(new JsonObject { ["type"] = "challenge", ["migrationId"] = id, ["wrappedShare"] = "AAAA" }, CancellationToken.None);
+        Assert.Equal("migration.id", (await Assert.ThrowsAsync<MigrationChannelException>(() => receive.WaitAsync(TimeSpan.FromSeconds(30)))).Id);
+        Assert.Equal((0, 0), (_host.Checks, _host.Decrypts));
+        await c.DisposeAsync();
+        peer.Dispose();
+    }
+
     [Fact]
     public async Task A_migration_the_Guardian_records_for_another_host_is_refused_before_the_TPM_opens_anything()
     {
