@@ -214,20 +214,10 @@ public sealed class MigrationFlowTests : IAsyncLifetime
         Assert.DoesNotContain(audit, r => r.Kind is "key.released" or "vm.migration-authorised");
     }
 
-    [Theory]
-    [InlineData("wrong-host", "migration.wrong-host", 403)]
-    [InlineData("the-source", "migration.wrong-host", 403)]
-    [InlineData("accepted-already", "migration.used", 409)]
-    [InlineData("expired", "migration.expired", 410)]
-    [InlineData("binding-key-changed", "migration.binding-key.changed", 403)]
-    [InlineData("destination-failed-since", "migration.destination.host.not-healthy", 403)]
-    [InlineData("unknown", "migration.unknown", 404)]
-    public async Task Check_refuses_and_audits_and_releases_nothing(string @case, string id, int status)
+    /// <summary>What the destination sends to check or accept in each refusal case of those theories (the migration authorised, its token, the key protector), the case's change made.</summary>
+    private async Task<(string MigrationId, string Token, string Kp)> DestinationCaseAsync(Authorised m, string @case, SwtpmHost? third)
     {
-        using var m = await AuthorisedAsync();
-        var migrationId = m.Answer.MigrationId;
-        var token = m.DestinationToken;
-        using var third = @case == "wrong-host" ? await HostInAsync("prod") : null;
+        var (migrationId, token, kp) = (m.Answer.MigrationId, m.DestinationToken, m.Kp);
         switch (@case)
         {
             case "wrong-host":
@@ -236,11 +226,16 @@ public sealed class MigrationFlowTests : IAsyncLifetime
             case "the-source":
                 token = m.SourceToken;
                 break;
+            case "twice":
             case "accepted-already":
-                await _client.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(m.Kp, token));
+                await _client.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(kp, token));
                 break;
             case "expired":
                 _g.Clock.Advance(MigrationLifetime + TimeSpan.FromSeconds(1));
+                break;
+            case "kp-changed":
+                // Another key protector of the same VM, as valid as the first: not the one authorised.
+                (kp, _) = NewKp("prod");
                 break;
             case "binding-key-changed":
                 (token, _) = await AttestAsync(m.Destination);
@@ -252,7 +247,25 @@ public sealed class MigrationFlowTests : IAsyncLifetime
             case "unknown":
                 migrationId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
                 break;
+            default:
+                throw new ArgumentException("no such case: " + @case);
         }
+        return (migrationId, token, kp);
+    }
+
+    [Theory]
+    [InlineData("wrong-host", "migration.wrong-host", 403)]
+    [InlineData("the-source", "migration.wrong-host", 403)]
+    [InlineData("accepted-already", "migration.used", 409)]
+    [InlineData("expired", "migration.expired", 410)]
+    [InlineData("binding-key-changed", "migration.binding-key.changed", 403)]
+    [InlineData("destination-failed-since", "migration.destination.host.not-healthy", 403)]
+    [InlineData("unknown", "migration.unknown", 404)]
+    public async Task Check_refuses_and_audits_and_releases_nothing(string @case, string id, int status)
+    {
+        using var m = await AuthorisedAsync();
+        using var third = @case == "wrong-host" ? await HostInAsync("prod") : null;
+        var (migrationId, token, _) = await DestinationCaseAsync(m, @case, third);
 
         Assert.Equal((id, status), await RefusalAsync(() => _client.CheckMigrationAsync(migrationId, new MigrationCheckRequest(token))));
         var audit = await AuditAsync();
@@ -274,35 +287,8 @@ public sealed class MigrationFlowTests : IAsyncLifetime
     public async Task Accept_refuses_and_audits(string @case, string id, int status)
     {
         using var m = await AuthorisedAsync();
-        var migrationId = m.Answer.MigrationId;
-        var (kp, token) = (m.Kp, m.DestinationToken);
         using var third = @case == "wrong-host" ? await HostInAsync("prod") : null;
-        switch (@case)
-        {
-            case "wrong-host":
-                (token, _) = await AttestAsync(third!);
-                break;
-            case "twice":
-                await _client.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(kp, token));
-                break;
-            case "expired":
-                _g.Clock.Advance(MigrationLifetime + TimeSpan.FromSeconds(1));
-                break;
-            case "kp-changed":
-                // Another key protector of the same VM, as valid as the first: not the one authorised.
-                (kp, _) = NewKp("prod");
-                break;
-            case "binding-key-changed":
-                (token, _) = await AttestAsync(m.Destination);
-                break;
-            case "destination-failed-since":
-                var host = (await Store.GetHostAsync(m.Destination.HostId!))!;
-                await Store.UpdateHostAsync(host with { State = HostStates.Failed });
-                break;
-            case "unknown":
-                migrationId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
-                break;
-        }
+        var (migrationId, token, kp) = await DestinationCaseAsync(m, @case, third);
 
         Assert.Equal((id, status), await RefusalAsync(() => _client.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(kp, token))));
         var audit = await AuditAsync();
