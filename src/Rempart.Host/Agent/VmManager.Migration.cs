@@ -362,6 +362,7 @@ public sealed partial class VmManager
         }
         var listener = new TcpListener(endpoint);
         var connections = new SemaphoreSlim(MaxMigrationConnections); // not disposed: connections still running release it after the listener stops
+        var perAddress = new Dictionary<IPAddress, int>(); // open connections by peer address, under its own lock
         listener.Start();
         _audit.Append("agent.migration-listener", "agent", new Dictionary<string, object?> { ["address"] = endpoint.ToString() });
         try
@@ -377,15 +378,39 @@ public sealed partial class VmManager
                 {
                     return;
                 }
+                var address = client.Client.RemoteEndPoint is IPEndPoint remote
+                    ? (remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address)
+                    : IPAddress.None;
                 if (!connections.Wait(0))
                 {
                     client.Dispose(); // more than MaxMigrationConnections at once: not a migration this host has room for
                     continue;
                 }
+                lock (perAddress)
+                {
+                    int open = perAddress.GetValueOrDefault(address);
+                    if (open >= MaxMigrationConnectionsPerAddress)
+                    {
+                        connections.Release();
+                        client.Dispose(); // this peer has its share of the slots already
+                        continue;
+                    }
+                    perAddress[address] = open + 1;
+                }
                 _ = Task.Run(async () =>
                 {
                     using (client)
                     using (Defer(() => connections.Release()))
+                    using (Defer(() =>
+                    {
+                        lock (perAddress)
+                        {
+                            if (--perAddress[address] == 0)
+                            {
+                                perAddress.Remove(address);
+                            }
+                        }
+                    }))
                     {
                         client.NoDelay = true;
                         try
@@ -896,9 +921,11 @@ public sealed partial class VmManager
         return cts;
     }
 
-    /// <summary>One protocol step with its own time limit (a silent peer never holds a migration forever).</summary>
     /// <summary>Connections the migration listener serves at once, handshakes included; more are closed at once.</summary>
     public const int MaxMigrationConnections = 8;
+
+    /// <summary>Of those, from one address at once: a single peer that stalls cannot take every slot (a host evacuating may still move 4 VMs at once).</summary>
+    public const int MaxMigrationConnectionsPerAddress = 4;
 
     private static readonly TimeSpan HelloTimeout = TimeSpan.FromSeconds(10);
 
@@ -909,6 +936,7 @@ public sealed partial class VmManager
 
     private static IDisposable Defer(Action action) => new Deferred(action);
 
+    /// <summary>One protocol step with its own time limit (a silent peer never holds a migration forever).</summary>
     private static Task<T> Step<T>(Func<CancellationToken, Task<T>> receive, CancellationToken ct, TimeSpan? limit = null) =>
         MigrationRelay.WithLimit(receive, ct, limit ?? StepTimeout);
 

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
@@ -27,8 +28,8 @@ public sealed class MigrationListenerTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private VmManager Manager() =>
-        new(VmHostOptions.Under(Path.Combine(_dir, "data"), Path.Combine(_dir, "run")) with { ShmDir = _dir },
+    private VmManager Manager(IPEndPoint? listen = null) =>
+        new(VmHostOptions.Under(Path.Combine(_dir, "data"), Path.Combine(_dir, "run")) with { ShmDir = _dir, MigrationListen = listen },
             (_, _) => throw new InvalidOperationException("no release in these tests"),
             new AgentAuditLog(Path.Combine(_dir, "audit.jsonl")))
         { MigrationHost = _host };
@@ -43,6 +44,102 @@ public sealed class MigrationListenerTests : IDisposable
         var hello = SecureChannel.Expect(await channel.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello");
         Assert.Equal("host-b", hello["hostId"]!.GetValue<string>());
         return (channel, binding, peer, receive);
+    }
+
+    /// <summary>A TCP connection to the listener from <paramref name="local"/> (any 127.x address is this machine's): held (the key exchange and the hello come back) or closed at once.</summary>
+    private static async Task<(TcpClient Client, bool Held)> DialAsync(string local, int port)
+    {
+        var client = new TcpClient(new IPEndPoint(IPAddress.Parse(local), 0));
+        await client.ConnectAsync(IPAddress.Loopback, port).WaitAsync(TimeSpan.FromSeconds(30));
+        var channel = new SecureChannel(client.GetStream());
+        try
+        {
+            await channel.ProtectHandshakeAsync(initiator: true, MigrationKeys.Protocol, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+            SecureChannel.Expect(await channel.ReceiveHandshakeAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30)), "hello");
+            return (client, true);
+        }
+        catch (Exception e) when (e is MigrationChannelException or IOException)
+        {
+            return (client, false);
+        }
+    }
+
+    [Fact]
+    public async Task The_listener_serves_4_connections_from_one_address_and_8_in_all_and_closes_the_others_at_once()
+    {
+        int port;
+        using (var probe = new TcpListener(IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        }
+        await using var m = Manager(new IPEndPoint(IPAddress.Loopback, port));
+        using var stop = new CancellationTokenSource();
+        var listening = Task.Run(() => m.ListenForMigrationsAsync(stop.Token));
+        var audit = Path.Combine(_dir, "audit.jsonl");
+        await Eventually(() => Task.FromResult(File.Exists(audit) && File.ReadAllText(audit).Contains("agent.migration-listener")), "the listener never started");
+        var open = new List<TcpClient>();
+        try
+        {
+            for (int i = 0; i < VmManager.MaxMigrationConnectionsPerAddress; i++)
+            {
+                var (c, held) = await DialAsync("127.0.0.1", port);
+                open.Add(c);
+                Assert.True(held, $"connection {i + 1} from 127.0.0.1 was closed");
+            }
+            // One address has its share: the next from it is closed though the listener has room.
+            var (extra, extraHeld) = await DialAsync("127.0.0.1", port);
+            extra.Dispose();
+            Assert.False(extraHeld, "a fifth connection from one address was served");
+            for (int i = 0; i < VmManager.MaxMigrationConnections - VmManager.MaxMigrationConnectionsPerAddress; i++)
+            {
+                var (c, held) = await DialAsync("127.0.0.2", port);
+                open.Add(c);
+                Assert.True(held, $"connection {i + 1} from 127.0.0.2 was closed");
+            }
+            // The listener is full: a third address is closed too.
+            var (full, fullHeld) = await DialAsync("127.0.0.3", port);
+            full.Dispose();
+            Assert.False(fullHeld, "a ninth connection was served");
+            // One goes away: its slot (and its address's) is free again.
+            open[0].Dispose();
+            open.RemoveAt(0);
+            await Eventually(async () =>
+            {
+                var (c, held) = await DialAsync("127.0.0.3", port);
+                if (held)
+                {
+                    open.Add(c);
+                }
+                else
+                {
+                    c.Dispose();
+                }
+                return held;
+            }, "a slot freed by a closed connection was never served again");
+        }
+        finally
+        {
+            foreach (var c in open)
+            {
+                c.Dispose();
+            }
+            stop.Cancel();
+            await listening.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
+    /// <summary>Retries <paramref name="attempt"/> for up to 30 s (a freed slot is released once the destination saw the peer go).</summary>
+    private static async Task Eventually(Func<Task<bool>> attempt, string failure)
+    {
+        for (var clock = System.Diagnostics.Stopwatch.StartNew(); clock.Elapsed < TimeSpan.FromSeconds(30); await Task.Delay(200))
+        {
+            if (await attempt())
+            {
+                return;
+            }
+        }
+        Assert.Fail(failure);
     }
 
     private static JsonObject Challenge(byte[] wrapped) =>
