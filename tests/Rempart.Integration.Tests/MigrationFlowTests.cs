@@ -226,6 +226,9 @@ public sealed class MigrationFlowTests : IAsyncLifetime
             case "the-source":
                 token = m.SourceToken;
                 break;
+            case "checked-already":
+                await _client.CheckMigrationAsync(migrationId, new MigrationCheckRequest(token));
+                break;
             case "twice":
             case "accepted-already":
                 await _client.AcceptMigrationAsync(migrationId, new MigrationAcceptRequest(kp, token));
@@ -257,6 +260,7 @@ public sealed class MigrationFlowTests : IAsyncLifetime
     [InlineData("wrong-host", "migration.wrong-host", 403)]
     [InlineData("the-source", "migration.wrong-host", 403)]
     [InlineData("accepted-already", "migration.used", 409)]
+    [InlineData("checked-already", "migration.used", 409)]
     [InlineData("expired", "migration.expired", 410)]
     [InlineData("binding-key-changed", "migration.binding-key.changed", 403)]
     [InlineData("destination-failed-since", "migration.destination.host.not-healthy", 403)]

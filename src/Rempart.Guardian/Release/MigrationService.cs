@@ -122,14 +122,20 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
     /// <summary>
     /// The destination asks, with its token, whether <paramref name="id"/> is a live migration to it, before
     /// it spends a TPM operation on a share a peer sent (docs/migration.md, "Key agreement"): every check
-    /// of accept that needs no key protector. Releases nothing and changes nothing; a refusal is audited.
+    /// of accept that needs no key protector. Releases nothing; answers once per migration (then
+    /// <c>migration.used</c>); a refusal is audited.
     /// </summary>
     public async Task<MigrationCheck> CheckAsync(string id, MigrationCheckRequest request, CancellationToken ct)
     {
         var context = new JsonObject { ["step"] = "check", ["migrationId"] = id };
         try
         {
-            var (m, _, _) = await DestinationAsync(id, request.Token, context, ct);
+            var (m, _, _) = await DestinationAsync(id, request.Token, context, ct, check: true);
+            // Once: one migration is one connection, so a second check is someone replaying the challenge to make the TPM work.
+            if (!_migrations.TryUpdate(id, m with { State = MigrationState.Checked }, m))
+            {
+                throw Used(id);
+            }
             return new MigrationCheck(id, m.VmId, m.ExpiresAt, m.Source, m.Destination);
         }
         catch (ReleaseException e)
@@ -241,7 +247,7 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
         (await releases.CheckIssuedAsync(token, DateTimeOffset.UnixEpoch, context, Source, ct)).Issued.HostId;
 
     /// <summary>Accept's and check's common part: a live, not yet accepted migration, and a token of its recorded destination with the recorded binding key.</summary>
-    private async Task<(Migration M, JsonObject Claims, HostRecord Host)> DestinationAsync(string id, string token, JsonObject context, CancellationToken ct)
+    private async Task<(Migration M, JsonObject Claims, HostRecord Host)> DestinationAsync(string id, string token, JsonObject context, CancellationToken ct, bool check = false)
     {
         var now = time.GetUtcNow();
         var m = Find(id, now);
@@ -251,7 +257,7 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
         {
             throw new ReleaseException("migration.expired", $"migration {id} expired at {m.ExpiresAt:u}: authorise it again", 410);
         }
-        if (m.State != MigrationState.Authorised)
+        if (m.State is not MigrationState.Authorised && (check || m.State is not MigrationState.Checked))
         {
             throw Used(id);
         }
@@ -302,7 +308,7 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
     }
 
     private static ReleaseException Used(string id) =>
-        new("migration.used", $"migration {id} was already accepted (or reported): a migration is accepted once", 409);
+        new("migration.used", $"migration {id} was already checked, accepted or reported: a migration is checked once and accepted once", 409);
 
     private static JsonObject Child(JsonObject parent, string name)
     {
@@ -337,6 +343,7 @@ public sealed class MigrationService(ReleaseService releases, Audit audit, TimeP
     private enum MigrationState
     {
         Authorised,
+        Checked,
         Accepted,
         Completed,
     }
