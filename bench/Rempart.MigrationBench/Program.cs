@@ -161,8 +161,7 @@ finally
 static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm source, PlainVm.Run sourceRun, PlainVm target,
     IReadOnlyList<(string, string)> disks, int memoryMiB, string mode, int channels, string dir, string[] ram, List<PlainVm.Run> runs)
 {
-    bool encrypted = mode == "relay";
-    bool qemuPath = mode != "relay";
+    bool viaRelay = mode == "relay"; // the agent's encrypted relay; every other mode is one of QEMU's own transports
     bool tls = mode.StartsWith("tls", StringComparison.Ordinal);
     bool multifd = mode.EndsWith("mfd", StringComparison.Ordinal);
     int port = FreePort();
@@ -170,13 +169,13 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
     var outSock = Path.Combine(dir, "out.sock");
     File.Delete(inSock);
     File.Delete(outSock);
-    var dest = await target.StartAsync(disks, memoryMiB, 1, [.. ram, "-incoming", encrypted ? "unix:" + inSock : "defer"]);
+    var dest = await target.StartAsync(disks, memoryMiB, 1, [.. ram, "-incoming", viaRelay ? "unix:" + inSock : "defer"]);
     runs.Add(dest); // killed at the end whatever happens
     await using var src = await QmpClient.ConnectAsync(source.QmpSocket, TimeSpan.FromSeconds(30));
     await using var dst = await QmpClient.ConnectAsync(target.QmpSocket, TimeSpan.FromSeconds(30));
     // The agent's parameters, on both paths.
     await src.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 8L << 30, ["downtime-limit"] = 300 });
-    if (!qemuPath)
+    if (viaRelay)
     {
         // The relay's QEMU stream is the plain single-channel one, whatever the previous round set.
         await src.ExecuteAsync("migrate-set-capabilities", new JsonObject { ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "multifd", ["state"] = false }) });
@@ -216,7 +215,7 @@ static async Task<(Result Result, PlainVm.Run Destination)> MigrateAsync(PlainVm
     var cpu = CpuSample.Take(sourceRun.Qemu, dest.Qemu);
     var clock = Stopwatch.StartNew();
     Task relay = Task.CompletedTask;
-    if (qemuPath)
+    if (!viaRelay)
     {
         await src.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" });
     }
@@ -329,6 +328,8 @@ internal sealed record CpuSample(double Source, double Destination, double Relay
 
 internal sealed record Options(string Guests, int Rounds, int MemoryMiB, string[] Modes, int Channels)
 {
+    private static readonly string[] Known = ["plain", "relay", "tls", "tls-mfd", "plain-mfd"];
+
     public static Options? Parse(string[] args)
     {
         string? guests = null;
@@ -342,7 +343,19 @@ internal sealed record Options(string Guests, int Rounds, int MemoryMiB, string[
                 case "--guests": guests = Next(); break;
                 case "--rounds": rounds = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--memory": memory = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--modes": modes = Next().Split(','); break;
+                case "--modes":
+                    modes = Next().Split(',');
+                    if (modes.FirstOrDefault(m => !Known.Contains(m)) is { } unknown)
+                    {
+                        Console.Error.WriteLine($"--modes: '{unknown}' is not one of {string.Join(", ", Known)}");
+                        return null;
+                    }
+                    if (!modes.Contains("plain"))
+                    {
+                        Console.Error.WriteLine("--modes: 'plain' is the baseline every other mode is compared with: keep it in the list");
+                        return null;
+                    }
+                    break;
                 case "--channels": channels = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 default: return null;
             }

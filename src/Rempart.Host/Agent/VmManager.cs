@@ -150,6 +150,12 @@ public sealed partial class VmManager : IAsyncDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
+        ForgetRun(state);
+    }
+
+    /// <summary>The end of every run, kept or thrown away: its run folder and run state removed, its uid freed.</summary>
+    private void ForgetRun(VmRunState state)
+    {
         TryDelete(state.RunDir);
         VmRunState.Delete(_o.StateDir, state.Name);
         _uids.Release(state.Name, state.VmUid);
@@ -704,9 +710,7 @@ public sealed partial class VmManager : IAsyncDisposable
         catch (VmBundleException)
         {
         }
-        TryDelete(state.RunDir);
-        VmRunState.Delete(_o.StateDir, state.Name);
-        _uids.Release(state.Name, state.VmUid);
+        ForgetRun(state);
         _audit.Append("vm.ended", state.Name, new Dictionary<string, object?> { ["note"] = note });
         return note;
     }

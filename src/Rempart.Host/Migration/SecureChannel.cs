@@ -154,7 +154,8 @@ public sealed class SecureChannel : IAsyncDisposable
             await SendHandshakeAsync(share, ct);
         }
         var binding = Binding(protocol, initiator ? mine : peerKey, initiator ? peerKey : mine);
-        var z = ecdh.DeriveRawSecretAgreement(peer.PublicKey);
+        using var peerPublic = peer.PublicKey; // its own OpenSSL handle: freed now, not by a finalizer
+        var z = ecdh.DeriveRawSecretAgreement(peerPublic);
         var prk = new byte[32];
         var toResponder = new byte[32];
         var toInitiator = new byte[32];
